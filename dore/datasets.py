@@ -1,0 +1,111 @@
+"""The benchmark settings: which files make train / dev / test, which reader and layout.
+
+Model selection always uses `dev`, never `test`. Where the local data lack a split, the
+setting says how it is made (`split_note`), and that note travels with every score:
+
+- docred: Re-DocRED `dev_revised` minus a fixed held-out part (the last 50 documents, in
+  file order) is train, that part is dev, `test_revised` is test. Ign F1's fact set is
+  built from the documents actually trained on.
+- cdr: the official train / dev / test (EoG `*_filter.data`).
+- gda: only the test split exists here; it is cut in file order into train (first 700),
+  dev (next 100) and test (last 200). Not comparable to published GDA numbers.
+- scirex: `train.jsonl.gz` minus its last 30 documents is train, those 30 are dev, and the
+  official `dev.jsonl` is the evaluation split (named `test` here; the real test is absent).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from dore.data.model import Document
+from dore.data.report import ReaderReport
+
+SPLITS = ("train", "dev", "test")
+
+
+def data_root() -> Path:
+    """`$DORE_DATA`, else `data/` (the DVC-tracked copy), else `../shared/data` beside the checkout."""
+    if os.environ.get("DORE_DATA"):
+        return Path(os.environ["DORE_DATA"])
+    here = Path.cwd() / "data"
+    if (here / "redocred").exists():
+        return here
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    reader: str  # docred | eog | scirex
+    files: dict[str, str]  # split -> file relative to the data root
+    carve: dict[str, tuple[str, int, int | None]] = field(default_factory=dict)  # split -> (file split, start, stop)
+    split_note: str = ""
+    metric: str = "docred_official"
+
+    def read(self, split: str, root: Path | None = None) -> tuple[list[Document], ReaderReport]:
+        root = Path(root or data_root())
+        if split in self.carve:
+            source, start, stop = self.carve[split]
+            docs, report = self.read_file(root / self.files[source])
+            docs = docs[start:stop]
+            report = report.model_copy(update={"documents": len(docs)})
+            return docs, report
+        return self.read_file(root / self.files[split])
+
+    def read_file(self, path: Path) -> tuple[list[Document], ReaderReport]:
+        return READERS[self.reader](path)
+
+
+def _read_docred(path):
+    from dore.data.docred import read_docred
+    return read_docred(path)
+
+
+def _read_eog(path):
+    from dore.data.bio import read_eog
+    return read_eog(path, dataset="gda" if "gda" in str(path) else "cdr")
+
+
+def _read_scirex(path):
+    from dore.data.scirex import read_scirex
+    return read_scirex(path)
+
+
+READERS: dict[str, Callable] = {"docred": _read_docred, "eog": _read_eog, "scirex": _read_scirex}
+
+SETTINGS: dict[str, Setting] = {
+    "docred": Setting(
+        "docred", "docred",
+        {"all": "redocred/dev_revised.json", "test": "redocred/test_revised.json"},
+        carve={"train": ("all", 0, -50), "dev": ("all", -50, None)},
+        split_note="train = Re-DocRED dev_revised minus its last 50 docs; dev = those 50; test = Re-DocRED test_revised",
+    ),
+    "cdr": Setting(
+        "cdr", "eog",
+        {"train": "cdr/processed/train_filter.data", "dev": "cdr/processed/dev_filter.data",
+         "test": "cdr/processed/test_filter.data"},
+        split_note="official CDR train/dev/test (EoG filtered files)", metric="atlop_candidate_f1",
+    ),
+    "gda": Setting(
+        "gda", "eog", {"all": "gda/processed/test.data"},
+        carve={"train": ("all", 0, 700), "dev": ("all", 700, 800), "test": ("all", 800, None)},
+        split_note="GDA test split only: first 700 docs train, next 100 dev, last 200 test (not comparable to published GDA)",
+        metric="atlop_candidate_f1",
+    ),
+    "scirex": Setting(
+        "scirex", "scirex", {"all": "scirex/train.jsonl.gz", "test": "scirex/dev.jsonl"},
+        carve={"train": ("all", 0, -30), "dev": ("all", -30, None)},
+        split_note="train = SciREX train minus its last 30 docs; dev = those 30; test = official SciREX dev (test absent)",
+        metric="scirex_official",
+    ),
+}
+
+
+def get_setting(name: str) -> Setting:
+    try:
+        return SETTINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(SETTINGS)}") from None

@@ -1,0 +1,82 @@
+"""Stage `evaluate`: predicted relations + gold documents -> the dataset's official metrics.
+
+Predictions are in the documents' own entity numbering: `{doc_id: [(args, label), ...]}`.
+Every metric dict names its scorer; every number is in percent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from dore.data.model import Document
+
+Predictions = Mapping[str, Iterable[tuple[tuple[int, ...], str]]]
+SCIREX_SLOTS = ("Task", "Method", "Material", "Metric")
+
+
+def dataset_kind(gold: Sequence[Document]) -> str:
+    """`docred`, `bio` (CDR/GDA candidate pairs) or `scirex`, from what the documents carry."""
+    if any(d.candidates is not None for d in gold):
+        return "bio"
+    if any(len(r.args) == 4 for d in gold for r in d.relations) or \
+            any(e.type in SCIREX_SLOTS for d in gold[:5] for e in d.entities):
+        return "scirex"
+    return "docred"
+
+
+def predictions_from_documents(docs: Iterable[Document]) -> dict[str, list[tuple[tuple[int, ...], str]]]:
+    """A document file used as predictions (e.g. gold scored against itself)."""
+    return {d.doc_id: [(tuple(r.args), r.label) for r in d.relations] for d in docs}
+
+
+def docred_records(predictions: Predictions) -> list[dict]:
+    """The official `result.json` records (h_idx / t_idx index the gold vertexSet)."""
+    return [{"title": doc_id, "h_idx": args[0], "t_idx": args[1], "r": label}
+            for doc_id, rels in predictions.items() for args, label in rels]
+
+
+def score(predictions: Predictions, gold: Sequence[Document], *, train_docs: Sequence[Document] | None = None,
+          kind: str | None = None, docred_results: list[dict] | None = None) -> dict:
+    """All metrics of the gold's dataset. `train_docs` gives DocRED's Ign fact set (the documents
+    actually trained on); without it Ign F1 is reported as n/a. `docred_results` passes official
+    result.json records (with evidence) instead of `predictions`."""
+    kind = kind or dataset_kind(gold)
+    if kind == "docred":
+        from dore.scoring.docred import docred_score, redocred_breakdown, train_facts
+
+        records = docred_results if docred_results is not None else docred_records(predictions)
+        facts = train_facts(train_docs) if train_docs is not None else None
+        main = docred_score(records, gold, train_facts_annotated=facts)
+        return {"scorer": main["scorer"], "f1": main["re_f1"], "ign_f1": main["ign_f1"], "p": main["re_p"],
+                "r": main["re_r"], "evi_f1": main["evi_f1"], "official": main,
+                "breakdown": redocred_breakdown(records, gold)}
+    if kind == "bio":
+        from dore.scoring.bio import candidate_f1
+
+        label = next((r.label for d in gold for r in d.relations), "CID")
+        pairs = {doc_id: [args for args, lab in rels if lab == label] for doc_id, rels in predictions.items()}
+        main = candidate_f1(pairs, gold, label)
+        return {"scorer": main["scorer"], "f1": main["f1"], "p": main["p"], "r": main["r"], "official": main}
+    if kind == "scirex":
+        from dore.scoring.scirex import scirex_official
+
+        by_id = {d.doc_id: d for d in gold}
+        slot_dicts = {doc_id: [_slot_dict(by_id[doc_id], args) for args, _ in rels]
+                      for doc_id, rels in predictions.items() if doc_id in by_id}
+        binary = scirex_official(gold, slot_dicts, 2)
+        four = scirex_official(gold, slot_dicts, 4)
+        return {"scorer": "scirex_official", "f1": binary["f1"], "p": binary["p"], "r": binary["r"],
+                "f1_4ary": four["f1"], "binary": binary, "4ary": four}
+    raise ValueError(f"unknown dataset kind {kind!r}")
+
+
+def _slot_dict(doc: Document, args: tuple[int, ...]) -> dict[str, str]:
+    """SciREX prediction in entity indices -> {type slot: cluster name} (4-ary: positional slots)."""
+    if len(args) == 4:
+        return {slot: doc.entities[a].id for slot, a in zip(SCIREX_SLOTS, args)}
+    return {doc.entities[a].type: doc.entities[a].id for a in args}
+
+
+def headline(metrics: dict) -> dict:
+    """The numbers of a metrics dict worth a table row (scalars only)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None}

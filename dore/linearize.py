@@ -1,0 +1,111 @@
+"""Relation matrix -> symbolic, row-column ordered target (paper §3.1-3.3).
+
+A *tuple* is `(slot_1, ..., slot_k, code)`: entity slots (layout codes) then a relation code
+or the NA code. Targets are the document's positive tuples plus the sampled negatives,
+sorted lexicographically: by head, then tail (then further arguments), then relation code.
+Two views of the same tuples:
+
+- `sequence()`: `h t r h t r ... EOS` (the whole matrix in one sequence);
+- `rows()`: for each head h, `t r t r ... EOS` (parallel row generation; h is the prefix).
+
+Everything here is deterministic: the same document, config, seed and epoch give
+byte-identical targets.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from dore.data.model import Document
+from dore.layout import IdLayout, SlotAssignment
+from dore.sampling import SamplingConfig, derived_seed, sample_negatives
+
+Tuple_ = tuple[int, ...]
+
+
+@dataclass
+class Targets:
+    layout: IdLayout
+    assignment: SlotAssignment
+    tuples: list[Tuple_]  # sorted; positives and NA negatives
+    row_heads: list[int]  # every slot that heads a row (empty rows included)
+    strategy: str = "none"  # the sampling strategy actually applied
+    lost: Counter = field(default_factory=Counter)  # positives that cannot be targets, by reason
+
+    @property
+    def positives(self) -> list[Tuple_]:
+        return [t for t in self.tuples if t[-1] != self.layout.na_code]
+
+    def sequence(self) -> list[int]:
+        return [c for t in self.tuples for c in t] + [self.layout.eos_code]
+
+    def rows(self) -> dict[int, list[int]]:
+        """Head slot -> its row's generated codes (the head itself is the decoder prefix)."""
+        out: dict[int, list[int]] = {h: [] for h in self.row_heads}
+        for t in self.tuples:
+            out[t[0]].extend(t[1:])
+        eos = self.layout.eos_code
+        return {h: codes + [eos] for h, codes in out.items()}
+
+    def render(self, codes: list[int]) -> str:
+        return " ".join(self.layout.code_name(c) for c in codes)
+
+
+def positive_tuples(doc: Document, layout: IdLayout, assignment: SlotAssignment) -> tuple[list[Tuple_], Counter]:
+    """The document's relations as de-duplicated slot tuples, plus what could not be placed.
+
+    A binary layout over 4-ary relations (SciREX binary) projects each relation onto its
+    argument pairs, earlier type block first.
+    """
+    out, lost = set(), Counter()
+    for rel in doc.relations:
+        code = layout.relation_code(rel.label)
+        if layout.arity == 2 and len(rel.args) > 2:
+            groups = [g for g in combinations(rel.args, 2)]
+        else:
+            groups = [rel.args]
+        for args in groups:
+            if len(set(args)) < len(args):
+                lost["repeated_entity"] += 1
+                continue
+            if any(a not in assignment.slot_of for a in args):
+                lost["entity_without_slot"] += 1
+                continue
+            slots = tuple(assignment.slot_of[a] for a in args)
+            if layout.ordered_types:
+                slots = tuple(sorted(slots))
+            out.add((*slots, code))
+    return sorted(out), lost
+
+
+def build_targets(doc: Document, layout: IdLayout, sampling: SamplingConfig | None = None, *,
+                  seed: int = 0, epoch: int = 0, assignment: SlotAssignment | None = None) -> Targets:
+    """Positives plus negatives sampled for (seed, epoch, document), in row-column order."""
+    assignment = assignment or layout.assign(doc)
+    positives, lost = positive_tuples(doc, layout, assignment)
+    domain = layout.cell_domain(assignment.slots)
+    excluded = {tuple(assignment.slot_of.get(a, -1) for a in pair) for pair in doc.excluded}
+    filled = {t[:-1] for t in positives}
+    empty = [c for c in domain if c not in filled and c not in excluded]
+    strategy = "none"
+    negatives: list[Tuple_] = []
+    if sampling is not None and sampling.strategy != "none":
+        rng = random.Random(derived_seed(seed, epoch, doc.doc_id))
+        chosen, strategy = sample_negatives(empty, _ranks(layout, assignment), sampling, rng,
+                                            same_axis=layout.arity == 2 and not layout.typed)
+        negatives = [(*c, layout.na_code) for c in chosen]
+    heads = sorted({c[0] for c in domain} | {t[0] for t in positives})
+    return Targets(layout, assignment, sorted(positives + negatives), heads, strategy, lost)
+
+
+def _ranks(layout: IdLayout, assignment: SlotAssignment) -> dict[int, int]:
+    """Slot -> its coordinate on the matrix axis (rank within its type block)."""
+    rank, seen = {}, Counter()
+    for slot in assignment.slots:
+        block = layout.slot_type(slot)
+        rank[slot] = seen[block]
+        seen[block] += 1
+    return rank

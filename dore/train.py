@@ -1,0 +1,372 @@
+"""Stage `train`: fine-tune a seq2seq backbone to generate DORE targets.
+
+- Parallel rows (default): each document is encoded once per step, its rows are decoded as a
+  batch that shares the (expanded, not copied) encoder states. `mode="sequence"` trains the
+  whole matrix as one sequence, for comparison.
+- Negatives are re-sampled every epoch from (seed, epoch, document).
+- AdamW (weight decay 0.01), linear warm-up and decay, gradient accumulation and clipping,
+  bf16/fp16 where the hardware has it, through `accelerate` (multi-GPU / multi-node with
+  `accelerate launch` or `torchrun`: each process takes every world-th document).
+- Checkpoints are written to a temporary folder and renamed (atomic), so `kill -9` never
+  leaves a half checkpoint; `resume=True` continues from the newest one and reproduces the
+  uninterrupted run (data order and dropout RNG are restored).
+- Model selection on dev only (the caller passes a dev evaluation function).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from dore.data.model import Document, atomic_write_text
+from dore.layout import IdLayout, SlotAssignment
+from dore.linearize import build_targets
+from dore.sampling import SamplingConfig
+
+IGNORE = -100
+
+
+class TrainConfig(BaseModel):
+    """Training hyper-parameters (the CLI, DVC params and Prefect parameters all map onto this)."""
+
+    model_config = ConfigDict(extra="forbid")
+    backbone: str = "minilm"
+    mode: Literal["rows", "sequence"] = "rows"
+    sampling: str = Field("dynamic", description="negative sampling spec, e.g. dynamic, diagonal:1, random:0.1, all")
+    epochs: int = 10
+    max_steps: int | None = Field(None, description="stop after this many optimizer steps")
+    max_minutes: float | None = Field(None, description="stop after this wall time (checkpoint kept)")
+    lr: float = 5e-5
+    lr_new: float | None = Field(None, description="learning rate of newly initialised parameters (cross-attention, new embeddings' owners); default lr")
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    batch_docs: int = 4
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    label_smoothing: float = 0.0
+    max_source_length: int | None = None
+    seed: int = 42
+    init: Literal["number", "random"] = "number"
+    init_from: str | None = Field(None, description="start from a trained DORE model directory (distant pre-training -> fine-tuning)")
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
+    eval_every_epochs: int = 1
+    checkpoint_every_steps: int = 200
+    keep_checkpoints: int = 1
+    log_every_steps: int = 10
+
+
+@dataclass
+class Example:
+    """One training document, encoded once (inputs do not change across epochs)."""
+
+    doc: Document
+    assignment: SlotAssignment
+    input_ids: list[int]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: float
+    best_dev: dict | None
+    history: list[dict]
+    counts: dict
+    seconds: float
+
+
+def make_examples(docs: Sequence[Document], backbone, layout: IdLayout, max_source_length: int | None,
+                  counts: Counter) -> list[Example]:
+    from dore.model.inputs import encode_document
+
+    out = []
+    for doc in docs:
+        assignment = layout.assign(doc)
+        enc = encode_document(doc, assignment, backbone.tokenizer, backbone.code_to_id,
+                              max_source_length or backbone.max_source_length)
+        counts["truncated_inputs"] += int(enc.truncated)
+        counts["entities_lost_to_truncation"] += len(enc.lost_entities)
+        out.append(Example(doc, assignment, enc.input_ids))
+    return out
+
+
+def decoder_sequences(ex: Example, layout: IdLayout, sampling: SamplingConfig, mode: str, *, seed: int,
+                      epoch: int, prefix: list[int], code_to_id: Sequence[int], max_len: int | None,
+                      counts: Counter) -> list[list[int]]:
+    """Full decoder token sequences (prefix + head + target) of one document for one epoch."""
+    t = build_targets(ex.doc, layout, sampling, seed=seed, epoch=epoch, assignment=ex.assignment)
+    counts.update({f"lost_{k}": v for k, v in t.lost.items()})
+    if mode == "rows":
+        seqs = [prefix + [code_to_id[h]] + [code_to_id[c] for c in codes] for h, codes in t.rows().items()]
+    else:
+        seqs = [prefix + [code_to_id[c] for c in t.sequence()]]
+    if max_len is not None:
+        tuple_len = layout.arity - (mode == "rows") + 1
+        for i, s in enumerate(seqs):
+            if len(s) > max_len:  # cut at a tuple boundary and keep EOS; counted, never silent
+                keep = len(prefix) + (mode == "rows") + ((max_len - len(prefix) - (mode == "rows") - 1) // tuple_len) * tuple_len
+                seqs[i] = s[:keep] + [s[-1]]
+                counts["targets_over_decoder_length"] += 1
+    return seqs
+
+
+def collate(batch: list[tuple[Example, list[list[int]]]], pad_id: int, n_prefix: int) -> dict:
+    """Pad a micro-batch: documents for the encoder, their rows for the decoder."""
+    src_len = max(len(ex.input_ids) for ex, _ in batch)
+    input_ids = torch.full((len(batch), src_len), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), src_len), dtype=torch.long)
+    rows, row_doc = [], []
+    for d, (ex, seqs) in enumerate(batch):
+        input_ids[d, : len(ex.input_ids)] = torch.tensor(ex.input_ids)
+        attention[d, : len(ex.input_ids)] = 1
+        rows.extend(seqs)
+        row_doc.extend([d] * len(seqs))
+    dec_len = max(len(s) for s in rows) - 1
+    dec_in = torch.full((len(rows), dec_len), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), dec_len), IGNORE, dtype=torch.long)
+    for i, s in enumerate(rows):
+        s = torch.tensor(s)
+        dec_in[i, : len(s) - 1] = s[:-1]
+        labels[i, : len(s) - 1] = s[1:]
+        labels[i, : n_prefix - 1] = IGNORE  # the prefix (and row head) is given, not predicted
+    return {"input_ids": input_ids, "attention_mask": attention, "row_doc": torch.tensor(row_doc),
+            "decoder_input_ids": dec_in, "decoder_attention_mask": (labels != IGNORE) | (dec_in != pad_id),
+            "labels": labels}
+
+
+def row_forward(model, family: str, batch: dict) -> torch.Tensor:
+    """Encode each document once, decode all its rows against the expanded encoder states."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    enc_kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if family == "led":
+        glob = torch.zeros_like(batch["attention_mask"])
+        glob[:, 0] = 1
+        enc_kwargs["global_attention_mask"] = glob
+    hidden = model.get_encoder()(**enc_kwargs).last_hidden_state
+    row_doc = batch["row_doc"]
+    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden.index_select(0, row_doc)),
+                attention_mask=batch["attention_mask"].index_select(0, row_doc),
+                decoder_input_ids=batch["decoder_input_ids"],
+                decoder_attention_mask=batch["decoder_attention_mask"].long())
+    return out.logits
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, int]:
+    n = int((labels != IGNORE).sum())
+    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                             ignore_index=IGNORE, label_smoothing=label_smoothing, reduction="sum")
+    return loss / max(n, 1), n
+
+
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: no decay on biases/norms; `lr_new` for parameters the backbone did not have
+    pretrained (cross-attention of a warm-started decoder, the output layer)."""
+    new_markers = ("crossattention", "cross_attn", "encoder_attn", "EncDecAttention", "enc_to_dec_proj")
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
+        is_new = cfg.lr_new is not None and any(m in name for m in new_markers)
+        groups.setdefault((no_decay, is_new), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if nd else cfg.weight_decay,
+             "lr": cfg.lr_new if new else cfg.lr} for (nd, new), ps in groups.items()]
+
+
+class Checkpointer:
+    """Atomic checkpoints: write `step-N.tmp/`, fsync, rename to `step-N/`, then point `latest` at it."""
+
+    def __init__(self, folder: Path, keep: int = 1):
+        self.folder, self.keep = Path(folder), keep
+
+    def latest(self) -> Path | None:
+        pointer = self.folder / "latest"
+        if not pointer.exists():
+            return None
+        path = self.folder / pointer.read_text().strip()
+        return path if (path / "state.json").exists() else None
+
+    def save(self, step: int, model, optimizer, scheduler, state: dict) -> Path:
+        from safetensors.torch import save_file
+
+        final = self.folder / f"step-{step:07d}"
+        tmp = self.folder / f"step-{step:07d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(_untie(weights), str(tmp / "model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": _py_rng_state()}, tmp / "trainer.pt")
+        (tmp / "state.json").write_text(json.dumps(state))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                import os
+                os.fsync(fh.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        atomic_write_text(self.folder / "latest", final.name)
+        for old in sorted(self.folder.glob("step-*"))[: -self.keep]:
+            if old != final and not old.name.endswith(".tmp"):
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def load(path: Path, model, optimizer, scheduler) -> dict:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+        # Our own trainer state (tensors and plain numbers only): weights_only forbids arbitrary objects.
+        blob = torch.load(path / "trainer.pt", weights_only=True)
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        torch.set_rng_state(blob["torch_rng"])
+        random.setstate(_py_rng_from(blob["python_rng"]))
+        return json.loads((path / "state.json").read_text())
+
+
+def _untie(weights: dict) -> dict:
+    """safetensors refuses shared storage: give tied tensors their own copy."""
+    seen, out = {}, {}
+    for k, v in weights.items():
+        key = (v.data_ptr(), tuple(v.shape))
+        out[k] = v.clone() if key in seen else v
+        seen[key] = k
+    return out
+
+
+def _py_rng_state():
+    version, state, gauss = random.getstate()
+    return {"version": version, "state": torch.tensor(state, dtype=torch.long), "gauss": gauss}
+
+
+def _py_rng_from(d):
+    return d["version"], tuple(int(x) for x in d["state"].tolist()), d["gauss"]
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Document], out_dir: str | Path, *,
+          evaluate_dev: Callable[[object, int], dict] | None = None, select_metric: str = "f1",
+          on_best: Callable[[object, dict], None] | None = None, resume: bool = True,
+          on_log: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `backbone.model` in place, checkpointing to `out_dir/checkpoints`.
+
+    After each evaluated epoch `evaluate_dev(model, epoch)` returns dev metrics (percent); when
+    `select_metric` improves, `on_best(model, metrics)` is called (it saves the selected model).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    out_dir = Path(out_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
+                              gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed)
+    counts: Counter = Counter()
+    examples = make_examples(train_docs, backbone, layout, cfg.max_source_length, counts)
+    sampling = SamplingConfig.parse(cfg.sampling)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    batches_per_epoch = math.ceil(len(examples[rank::world]) / cfg.batch_docs)
+    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    model = backbone.model
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ckpt = Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": []}
+    if resume and (latest := ckpt.latest()) is not None:
+        state = Checkpointer.load(latest, accelerator.unwrap_model(model), optimizer, scheduler)
+        accelerator.print(f"resumed from {latest} (step {state['step']})")
+        if accelerator.is_main_process:  # the log restarts from the checkpoint: no repeated steps
+            atomic_write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+    prefix = list(backbone.decoder_prefix)
+    n_prefix = len(prefix) + (cfg.mode == "rows")
+    start = time.perf_counter()
+    log_path = out_dir / "train_log.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(record: dict) -> None:
+        state["history"].append(record)
+        if accelerator.is_main_process:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if on_log:
+            on_log(record)
+
+    stop = False
+    model.train()
+    while not stop and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        order = list(range(len(examples)))
+        random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
+        mine = order[rank::world]
+        batches = [mine[i: i + cfg.batch_docs] for i in range(0, len(mine), cfg.batch_docs)]
+        loss_sum, tok_sum = 0.0, 0
+        for b in range(state["batch_in_epoch"], len(batches)):
+            batch = collate([(examples[i], decoder_sequences(
+                examples[i], layout, sampling, cfg.mode, seed=cfg.seed, epoch=epoch, prefix=prefix,
+                code_to_id=backbone.code_to_id, max_len=backbone.max_target_length, counts=counts))
+                for i in batches[b]], backbone.pad_id, n_prefix)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                logits = row_forward(model, backbone.family, batch)
+                loss, n_tok = token_loss(logits, batch["labels"], cfg.label_smoothing)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            loss_sum, tok_sum = loss_sum + float(loss) * n_tok, tok_sum + n_tok
+            state["batch_in_epoch"] = b + 1
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            if state["step"] % cfg.log_every_steps == 0 or state["step"] == 1:
+                log({"step": state["step"], "epoch": epoch + (b + 1) / len(batches), "loss": float(loss),
+                     "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)})
+            minutes = (time.perf_counter() - start) / 60
+            stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \
+                   (cfg.max_minutes is not None and minutes >= cfg.max_minutes)
+            if state["step"] % cfg.checkpoint_every_steps == 0 or stop:
+                if accelerator.is_main_process:
+                    ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
+            if stop:
+                break
+        if state["batch_in_epoch"] >= len(batches):
+            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+            log({"step": state["step"], "epoch": epoch + 1, "train_loss": loss_sum / max(tok_sum, 1)})
+            if evaluate_dev and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs or stop):
+                model.eval()
+                metrics = evaluate_dev(accelerator.unwrap_model(model), epoch + 1)
+                model.train()
+                log({"step": state["step"], "epoch": epoch + 1, **{f"dev_{k}": v for k, v in metrics.items()
+                                                                    if isinstance(v, (int, float))}})
+                if state["best"] is None or metrics.get(select_metric, 0) > state["best"].get(select_metric, 0):
+                    state["best"] = {"epoch": epoch + 1, "step": state["step"], **metrics}
+                    if on_best and accelerator.is_main_process:
+                        on_best(accelerator.unwrap_model(model), state["best"])
+            if accelerator.is_main_process:
+                ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
+    accelerator.wait_for_everyone()
+    return TrainResult(state["step"], state["epoch"], state["best"], state["history"], dict(counts),
+                       time.perf_counter() - start)
