@@ -23,7 +23,7 @@ def _table(title: str, rows: dict, *, key: str = "metric", value: str = "value")
     table.add_column(key)
     table.add_column(value, justify="right")
     for k, v in rows.items():
-        table.add_row(str(k), f"{v:.2f}" if isinstance(v, float) else str(v))
+        table.add_row(str(k), f"{v:.2f}" if isinstance(v, float) else "n/a" if v is None else str(v))
     return table
 
 
@@ -98,7 +98,11 @@ def score(
         records = [p.model_dump(exclude_none=True) for p in read_docred_result(predictions)]
         preds = {}
     else:
-        preds = predictions_from_documents(read_any(predictions)[0])
+        pred_docs, _, pred_fmt = read_any(predictions)
+        preds = predictions_from_documents(pred_docs)
+        if pred_fmt == "docred":  # keep the evidence: the official scorer scores it
+            from dore.evaluate import docred_records_from_documents
+            records = docred_records_from_documents(pred_docs)
     train_docs = [d for p in train for d in read_any(p)[0]] if train else None
     metrics = score_fn(preds, gold_docs, train_docs=train_docs, docred_results=records)
     _print_metrics(metrics, f"{predictions.name} vs {gold.name}")
@@ -127,6 +131,118 @@ def _print_metrics(metrics: dict, title: str) -> None:
             console.print(_table(f"SciREX {name} [{metrics[name].get('scorer')}]", headline(metrics[name])))
     for w in metrics.get("official", {}).get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
+
+
+def _params(dataset: str, artifacts: Path, limit_train, limit_dev, limit_test, **train_overrides):
+    from dore.pipeline import PipelineParams
+    from dore.train import TrainConfig
+
+    overrides = {k: v for k, v in train_overrides.items() if v is not None}
+    return PipelineParams(dataset=dataset, artifacts=str(artifacts), limit_train=limit_train or None,
+                          limit_dev=limit_dev or None, limit_test=limit_test or None,
+                          train=TrainConfig(**overrides))
+
+
+DatasetOpt = Annotated[str, typer.Option(help="docred | cdr | gda | scirex")]
+ArtifactsOpt = Annotated[Path, typer.Option(help="artifacts root")]
+LimitOpt = Annotated[Optional[int], typer.Option(help="first N documents of the split (0 or unset: all)")]
+
+
+@app.command()
+def prepare(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts"),
+            limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None):
+    """Stage convert for a benchmark setting: splits -> artifacts/<dataset>/docs/*.jsonl + layout."""
+    from dore import pipeline
+
+    counts = pipeline.convert(_params(dataset, artifacts, limit_train, limit_dev, limit_test))
+    console.print(_table(f"{dataset} splits", {k: f"{v['documents']} docs, {v['relations']} relations" for k, v in counts.items()}))
+
+
+@app.command()
+def validate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts")):
+    """Stage validate: structural checks (readers) and great-expectations suites on every split."""
+    from dore import pipeline
+
+    summary = pipeline.validate(_params(dataset, artifacts, None, None, None))
+    console.print(_table(f"{dataset} validation", {k: f"{v['documents']} docs, ok={v['success']}" for k, v in summary.items()}))
+
+
+@app.command()
+def train(
+    dataset: DatasetOpt = "docred",
+    artifacts: ArtifactsOpt = Path("artifacts"),
+    backbone: Annotated[Optional[str], typer.Option(help="minilm (embedded default), tiny-t5|tiny-bart|tiny-led, a hub name or a local dir")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="rows (parallel row generation) | sequence")] = None,
+    sampling: Annotated[Optional[str], typer.Option(help="none | random:0.1 | diagonal:1 | asymmetric:2,1 | asymmetric_flipped | dynamic | all")] = None,
+    epochs: Optional[int] = None, max_steps: Optional[int] = None, max_minutes: Optional[float] = None,
+    lr: Optional[float] = None, lr_new: Optional[float] = None, batch_docs: Optional[int] = None,
+    grad_accum: Optional[int] = None, warmup_ratio: Optional[float] = None, label_smoothing: Optional[float] = None,
+    max_source_length: Optional[int] = None, seed: Optional[int] = None,
+    init: Annotated[Optional[str], typer.Option(help="number | random entity-id embedding init")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="a trained DORE model dir to fine-tune (after distant pre-training)")] = None,
+    limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None,
+    resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = True,
+):
+    """Stage train: fine-tune on the setting's train split, select on dev (never test)."""
+    from dore import pipeline
+
+    params = _params(dataset, artifacts, limit_train, limit_dev, limit_test, backbone=backbone, mode=mode,
+                     sampling=sampling, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes, lr=lr,
+                     lr_new=lr_new, batch_docs=batch_docs, grad_accum=grad_accum, warmup_ratio=warmup_ratio,
+                     label_smoothing=label_smoothing, max_source_length=max_source_length, seed=seed,
+                     init=init, init_from=init_from)
+    if not (pipeline.artifacts_dir(params) / "docs" / "train.jsonl").exists():
+        pipeline.convert(params)
+    summary = pipeline.train(params, resume=resume)
+    console.print(_table(f"{dataset} training", {k: v for k, v in summary.items() if not isinstance(v, dict)}))
+    if summary["best_dev"]:
+        console.print(_table("selected on dev", {k: v for k, v in summary["best_dev"].items()}))
+
+
+@app.command()
+def evaluate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts"),
+             split: Annotated[str, typer.Option(help="dev | test")] = "test",
+             num_beams: int = 1):
+    """Stage evaluate: the selected model on a split, with the dataset's official scorer."""
+    from dore import pipeline
+
+    params = _params(dataset, artifacts, None, None, None)
+    params = params.model_copy(update={"num_beams": num_beams})
+    record = pipeline.evaluate(params, split)
+    console.print(_table(f"{dataset} {split} [{record['scorer']}] ({record['setting']})",
+                         {k: v for k, v in record.items() if isinstance(v, (int, float))}))
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="a saved DORE model directory")],
+    inputs: Annotated[Path, typer.Argument(help="documents (any format dore reads)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="result.json (DocRED: official CodaLab format) or .jsonl")] = Path("result.json"),
+    fmt: Annotated[Optional[str], typer.Option("--format")] = None,
+    num_beams: int = 1,
+):
+    """Extract relations; DocRED input gives the official result.json (h_idx/t_idx index the vertexSet)."""
+    from tqdm import tqdm
+
+    from dore.convert import read_any
+    from dore.data.model import atomic_write_text
+    from dore.predict import Extractor
+
+    extractor = Extractor.from_pretrained(model_dir)
+    docs, _, fmt = read_any(inputs, fmt)
+    decoding = extractor.decoding.model_copy(update={"num_beams": num_beams})
+    results = []
+    step = decoding.batch_docs
+    for i in tqdm(range(0, len(docs), step), desc="extract", unit="batch"):
+        results.extend(extractor.extract(docs[i: i + step], decoding))
+    if fmt == "docred" or out.suffix == ".json":
+        from dore.data.docred import write_docred_result
+        write_docred_result(out, [{"title": d.doc_id, "h_idx": r.args[0], "t_idx": r.args[1], "r": r.label}
+                                  for d, rels in zip(docs, results) for r in rels])
+    else:
+        atomic_write_text(out, "".join(json.dumps({"doc_id": d.doc_id, "relations": [r.model_dump() for r in rels]}) + "\n"
+                                       for d, rels in zip(docs, results)))
+    console.print(f"{sum(map(len, results))} relations from {len(docs)} documents -> {out}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ def predictions_from_documents(docs: Iterable[Document]) -> dict[str, list[tuple
     return {d.doc_id: [(tuple(r.args), r.label) for r in d.relations] for d in docs}
 
 
+def docred_records_from_documents(docs: Iterable[Document]) -> list[dict]:
+    """A DocRED-format document file as official result records, evidence included."""
+    return [{"title": d.doc_id, "h_idx": r.args[0], "t_idx": r.args[1], "r": r.label, "evidence": r.evidence or []}
+            for d in docs for r in d.relations]
+
+
 def docred_records(predictions: Predictions) -> list[dict]:
     """The official `result.json` records (h_idx / t_idx index the gold vertexSet)."""
     return [{"title": doc_id, "h_idx": args[0], "t_idx": args[1], "r": label}
@@ -71,10 +77,12 @@ def score(predictions: Predictions, gold: Sequence[Document], *, train_docs: Seq
 
 
 def _slot_dict(doc: Document, args: tuple[int, ...]) -> dict[str, str]:
-    """SciREX prediction in entity indices -> {type slot: cluster name} (4-ary: positional slots)."""
-    if len(args) == 4:
-        return {slot: doc.entities[a].id for slot, a in zip(SCIREX_SLOTS, args)}
-    return {doc.entities[a].type: doc.entities[a].id for a in args}
+    """SciREX prediction in entity indices -> {type slot: cluster name} (4-ary: positional slots).
+
+    Entities without a mention cannot be predicted (they are not in the input): their slot is
+    left empty, so the tuple only counts for the projections that do not need it."""
+    slots = zip(SCIREX_SLOTS, args) if len(args) == 4 else ((doc.entities[a].type, a) for a in args)
+    return {slot: doc.entities[a].id for slot, a in slots if doc.entities[a].mentions}
 
 
 def headline(metrics: dict) -> dict:

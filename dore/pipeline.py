@@ -1,0 +1,161 @@
+"""The lifecycle stages, one function each: validate -> convert -> train -> evaluate -> package.
+
+The CLI (`dore validate|prepare|train|evaluate|package|pipeline`), the DVC stages
+(`dvc.yaml`) and the Prefect tasks (`flows/train.py`) all call these functions; results are
+files under `artifacts/<dataset>/` and small JSON-able dicts (never pickles).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dore.data.model import atomic_write_text, read_jsonl, write_jsonl
+from dore.datasets import SPLITS, get_setting
+from dore.train import TrainConfig
+
+
+class PipelineParams(BaseModel):
+    """One dataset's parameters (a section of params.yaml, or a Prefect flow parameter)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = "docred"
+    limit_train: int | None = Field(50, description="first N training documents (None: all)")
+    limit_dev: int | None = Field(20, description="first N dev documents (None: all)")
+    limit_test: int | None = Field(50, description="first N test documents (None: all)")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    num_beams: int = Field(1, description="beam size for the final evaluation (selection is greedy)")
+    artifacts: str = "artifacts"
+
+
+def artifacts_dir(params: PipelineParams) -> Path:
+    return Path(params.artifacts) / params.dataset
+
+
+def validate(params: PipelineParams) -> dict:
+    """Read every split (structural errors raise DataError) and run the content expectations."""
+    from dore.convert import default_layout
+    from dore.validate import validate_or_raise
+
+    setting = get_setting(params.dataset)
+    out = artifacts_dir(params) / "validation"
+    docs = {split: setting.read(split)[0] for split in SPLITS}
+    layout = default_layout([d for split in SPLITS for d in docs[split]], setting.reader, _rel_info(setting))
+    summary = {}
+    for split, split_docs in docs.items():
+        result = validate_or_raise(split_docs, layout, name=f"{params.dataset}-{split}", report_dir=out)
+        summary[split] = {"documents": len(split_docs), "success": result.success, "report": str(result.html_path)}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def _rel_info(setting) -> dict | None:
+    if setting.reader != "docred":
+        return None
+    from dore.data.docred import load_rel_info
+    from dore.datasets import data_root
+
+    return load_rel_info(data_root() / "docred" / "rel_info.json")
+
+
+def convert(params: PipelineParams) -> dict:
+    """Splits -> `docs/{train,dev,test}.jsonl` (canonical documents) and `layout.json`.
+
+    The layout is sized from all splits so that evaluation documents fit the model.
+    """
+    from dore.convert import default_layout
+
+    setting = get_setting(params.dataset)
+    out = artifacts_dir(params) / "docs"
+    limits = {"train": params.limit_train, "dev": params.limit_dev, "test": params.limit_test}
+    docs = {split: setting.read(split)[0] for split in SPLITS}
+    layout = default_layout([d for split in SPLITS for d in docs[split]], setting.reader, _rel_info(setting))
+    counts = {}
+    for split in SPLITS:
+        kept = docs[split][: limits[split]] if limits[split] else docs[split]
+        write_jsonl(out / f"{split}.jsonl", kept)
+        counts[split] = {"documents": len(kept), "relations": sum(len(d.unique_relations()) for d in kept)}
+    atomic_write_text(out / "layout.json", layout.to_json())
+    atomic_write_text(out / "summary.json", json.dumps({"split_note": setting.split_note, **counts}, indent=1))
+    return counts
+
+
+def load_split(params: PipelineParams, split: str):
+    return list(read_jsonl(artifacts_dir(params) / "docs" / f"{split}.jsonl"))
+
+
+def load_layout(params: PipelineParams):
+    from dore.layout import IdLayout
+
+    return IdLayout.from_dict(json.loads((artifacts_dir(params) / "docs" / "layout.json").read_text()))
+
+
+def train(params: PipelineParams, *, resume: bool = True) -> dict:
+    """Train on `train`, select on `dev` (never test); the selected model goes to `model/`."""
+    from dore.evaluate import score
+    from dore.model.backbone import load_backbone, load_trained
+    from dore.predict import DecodingConfig, Extractor, training_data_hash
+    from dore.train import train as train_loop
+
+    layout = load_layout(params)
+    train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
+    cfg = params.train
+    backbone = load_trained(cfg.init_from, layout) if cfg.init_from else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed)
+    decoding = DecodingConfig(mode=cfg.mode, num_beams=1)  # select with greedy decoding
+    extractor = Extractor(backbone, layout, decoding)
+    out = artifacts_dir(params)
+    data_hash = training_data_hash(train_docs)
+
+    def evaluate_dev(model, epoch):
+        preds = _predictions(extractor, dev_docs)
+        return _scalars(score(preds, dev_docs, train_docs=train_docs))
+
+    def on_best(model, metrics):
+        extractor.save_pretrained(out / "model", preset=cfg.model_dump(), training_data_sha256=data_hash,
+                                  dev_metrics=metrics, split_note=get_setting(params.dataset).split_note)
+
+    result = train_loop(cfg, backbone, layout, train_docs, out / "train", evaluate_dev=evaluate_dev,
+                        on_best=on_best, resume=resume)
+    summary = {"steps": result.steps, "epochs": result.epochs_done, "seconds": round(result.seconds, 1),
+               "best_dev": result.best_dev, "counts": result.counts}
+    atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _predictions(extractor, docs, decoding=None):
+    return {d.doc_id: [(r.args, r.label) for r in rels] for d, rels in zip(docs, extractor.extract(docs, decoding))}
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def evaluate(params: PipelineParams, split: str = "test") -> dict:
+    """Score the selected model on `split`; writes `metrics.json` (DVC metrics) and per-relation F1."""
+    from dore.evaluate import score
+    from dore.predict import Extractor
+
+    out = artifacts_dir(params)
+    extractor = Extractor.from_pretrained(out / "model")
+    docs, train_docs = load_split(params, split), load_split(params, "train")
+    started = time.perf_counter()
+    preds = _predictions(extractor, docs, extractor.decoding.model_copy(update={"num_beams": params.num_beams}))
+    seconds = time.perf_counter() - started
+    metrics = score(preds, docs, train_docs=train_docs)
+    setting = get_setting(params.dataset)
+    record = {"dataset": params.dataset, "split": split, "setting": setting.split_note,
+              "scorer": metrics["scorer"], **_scalars(metrics), "documents": len(docs),
+              "decode_seconds": round(seconds, 2), "parse_repairs": dict(extractor.stats.parse),
+              "dev_selected": extractor.card.get("dev_metrics")}
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=1, default=str))
+    if metrics["scorer"] == "docred_official":
+        from dore.evaluate import docred_records
+        from dore.scoring.docred import per_relation_f1
+
+        per_rel = per_relation_f1(docred_records(preds), docs)
+        rows = [{"relation": r, **v} for r, v in sorted(per_rel.items())]
+        atomic_write_text(out / "per_relation.json", json.dumps(rows, indent=1))
+    return record

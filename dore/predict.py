@@ -1,0 +1,165 @@
+"""Prediction API: `Extractor.from_pretrained(dir).extract(documents)`.
+
+A saved model directory holds the backbone (safetensors weights and tokenizer, symbol
+tokens included), `layout.json` (entity slots, relation order and names) and
+`dore_model.json` (preset, decoding defaults, training-data hash, dev metrics). Loading
+refuses a document that does not fit the layout, with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from dore.data.model import Document, atomic_write_text
+from dore.layout import IdLayout, LayoutError, SlotAssignment
+from dore.parse import parse_codes, parse_rows
+
+MODEL_CARD = "dore_model.json"
+
+
+class PredictedRelation(BaseModel):
+    args: tuple[int, ...]  # entity indices in the document's own numbering
+    names: tuple[str, ...]
+    label: str
+    label_name: str
+    confidence: float
+
+
+class DecodingConfig(BaseModel):
+    mode: str = "rows"  # rows | sequence
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    max_new_tokens: int | None = None  # default: from the layout (rows ~ 2 tokens/entity, sequence 3/cell)
+    na_bias: float = 0.0  # added to the NA logit (chosen on dev)
+    eos_bias: float = 0.0  # added to the EOS logit (chosen on dev)
+    batch_docs: int = 8
+
+
+@dataclass
+class ExtractionStats:
+    parse: Counter = field(default_factory=Counter)
+    decoder_steps: int = 0
+    rows: int = 0
+    documents: int = 0
+    truncated_inputs: int = 0
+    lost_entities: int = 0
+
+
+def training_data_hash(docs: Iterable[Document]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.to_json().encode())
+    return h.hexdigest()
+
+
+class Extractor:
+    def __init__(self, backbone, layout: IdLayout, decoding: DecodingConfig | None = None, card: dict | None = None):
+        self.backbone, self.layout = backbone, layout
+        self.decoding = decoding or DecodingConfig()
+        self.card = card or {}
+        self.stats = ExtractionStats()
+
+    # --- persistence -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "Extractor":
+        from dore.model.backbone import load_trained
+
+        directory = Path(directory)
+        if not (directory / MODEL_CARD).exists():
+            raise FileNotFoundError(f"{directory} is not a saved DORE model (no {MODEL_CARD})")
+        card = json.loads((directory / MODEL_CARD).read_text())
+        layout = IdLayout.from_dict(json.loads((directory / "layout.json").read_text()))
+        backbone = load_trained(directory, layout)
+        return cls(backbone, layout, DecodingConfig(**card.get("decoding", {})), card)
+
+    def save_pretrained(self, directory: str | Path, **card) -> Path:
+        """Weights as safetensors only, tokenizer, layout and model card; written to a temporary
+        folder and renamed so a reader never sees half a model."""
+        import shutil
+
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.backbone.model.save_pretrained(tmp, safe_serialization=True)
+        self.backbone.tokenizer.save_pretrained(tmp)
+        self.card = {**self.card, **card, "decoding": self.decoding.model_dump(), "family": self.backbone.family}
+        atomic_write_text(tmp / "layout.json", self.layout.to_json())
+        atomic_write_text(tmp / MODEL_CARD, json.dumps(self.card, indent=1, default=str))
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.rename(directory)
+        return directory
+
+    # --- extraction --------------------------------------------------------------------
+    def check_fits(self, doc: Document) -> SlotAssignment:
+        try:
+            return self.layout.assign(doc)
+        except LayoutError as exc:
+            raise LayoutError(f"document {doc.doc_id!r} does not fit this model: {exc}") from None
+
+    @torch.no_grad()
+    def predict_tuples(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):
+        """Per document: (assignment, [(slot tuple, confidence)]) with NA removed."""
+        from dore.model.inputs import encode_document
+
+        cfg = decoding or self.decoding
+        model = self.backbone.model
+        model.eval()
+        out = []
+        for start in range(0, len(docs), cfg.batch_docs):
+            chunk = docs[start: start + cfg.batch_docs]
+            assignments = [self.check_fits(d) for d in chunk]
+            encoded = [encode_document(d, a, self.backbone.tokenizer, self.backbone.code_to_id,
+                                       self.backbone.max_source_length) for d, a in zip(chunk, assignments)]
+            self.stats.documents += len(chunk)
+            self.stats.truncated_inputs += sum(e.truncated for e in encoded)
+            self.stats.lost_entities += sum(len(e.lost_entities) for e in encoded)
+            out.extend(self._decode(chunk, assignments, [e.input_ids for e in encoded], cfg))
+        return out
+
+    def extract(self, docs: Sequence[Document], decoding: DecodingConfig | None = None) -> list[list[PredictedRelation]]:
+        results = []
+        for doc, (assignment, tuples) in zip(docs, self.predict_tuples(docs, decoding)):
+            entity_of = assignment.entity_of
+            rels = []
+            for slots, conf in tuples:
+                args = tuple(entity_of[s] for s in slots[:-1])
+                r = slots[-1] - self.layout.n_slots
+                rels.append(PredictedRelation(args=args, names=tuple(doc.entities[a].name for a in args),
+                                              label=self.layout.relations[r], label_name=self.layout.relation_names[r],
+                                              confidence=round(conf, 6)))
+            results.append(rels)
+        return results
+
+    def _decode(self, docs, assignments, input_ids, cfg: DecodingConfig):
+        from dore.model.decoding import decode_documents
+
+        results = decode_documents(self.backbone, self.layout, input_ids, [a.slots for a in assignments],
+                                   mode=cfg.mode, num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
+                                   max_new_tokens=cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, assignments),
+                                   biases={self.layout.na_code: cfg.na_bias, self.layout.eos_code: cfg.eos_bias})
+        out = []
+        for assignment, res in zip(assignments, results):
+            self.stats.decoder_steps += res.steps
+            self.stats.rows += len(res.codes)
+            if cfg.mode == "rows":
+                tuples = parse_rows(res.codes, self.layout, assignment.slots, self.stats.parse)
+            else:
+                tuples = parse_codes(res.codes[None], self.layout, assignment.slots, counts=self.stats.parse)
+            out.append((assignment, [(t, res.confidence.get(t, 1.0)) for t in tuples]))
+        return out
+
+    def default_max_new_tokens(self, mode: str, assignments: Sequence[SlotAssignment]) -> int:
+        """Room for every cell with one relation plus a few multi-label pairs (method.md §7)."""
+        n = max((len(a.slots) for a in assignments), default=1)
+        tuple_len = self.layout.arity + 1
+        if mode == "rows":
+            return min(512, (tuple_len - 1) * (n + 8) + 1)
+        return min(1024, tuple_len * n * 4 + 1)
