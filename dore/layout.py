@@ -173,6 +173,10 @@ class IdLayout:
             return cells
         return list(combinations(slots, self.arity))
 
+    def row_heads(self, slots: Sequence[int]) -> list[int]:
+        """The slots that head a row: every first argument of a cell of this document's matrix."""
+        return sorted({cell[0] for cell in self.cell_domain(slots)})
+
     # --- persistence --------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"name": self.name, "blocks": [[b.type, b.size] for b in self.blocks],

@@ -97,7 +97,7 @@ def build_targets(doc: Document, layout: IdLayout, sampling: SamplingConfig | No
         chosen, strategy = sample_negatives(empty, _ranks(layout, assignment), sampling, rng,
                                             same_axis=layout.arity == 2 and not layout.typed)
         negatives = [(*c, layout.na_code) for c in chosen]
-    heads = sorted({c[0] for c in domain} | {t[0] for t in positives})
+    heads = sorted(set(layout.row_heads(assignment.slots)) | {t[0] for t in positives})
     return Targets(layout, assignment, sorted(positives + negatives), heads, strategy, lost)
 
 

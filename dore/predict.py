@@ -41,6 +41,7 @@ class DecodingConfig(BaseModel):
     na_bias: float = 0.0  # added to the NA logit (chosen on dev)
     eos_bias: float = 0.0  # added to the EOS logit (chosen on dev)
     batch_docs: int = 8
+    symbol_head: bool = False  # greedy with the output layer over the symbol tokens only (same choices, faster)
 
 
 @dataclass
@@ -139,21 +140,41 @@ class Extractor:
         return results
 
     def _decode(self, docs, assignments, input_ids, cfg: DecodingConfig):
-        from dore.model.decoding import decode_documents
+        """Encode the batch once, decode rows (or sequences) under the symbol constraint, parse."""
+        from dore.model.decoding import generate_rows, generate_sequence, slot_mask
 
-        results = decode_documents(self.backbone, self.layout, input_ids, [a.slots for a in assignments],
-                                   mode=cfg.mode, num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
-                                   max_new_tokens=cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, assignments),
-                                   biases={self.layout.na_code: cfg.na_bias, self.layout.eos_code: cfg.eos_bias})
+        bb, layout = self.backbone, self.layout
+        device = next(bb.model.parameters()).device
+        ids = torch.full((len(input_ids), max(map(len, input_ids))), bb.pad_id, dtype=torch.long)
+        for i, seq in enumerate(input_ids):
+            ids[i, : len(seq)] = torch.tensor(seq)
+        attention = (torch.arange(ids.shape[1])[None, :] < torch.tensor([len(x) for x in input_ids])[:, None]).long()
+        slots = [a.slots for a in assignments]
+        biases = {bb.code_to_id[layout.na_code]: cfg.na_bias, bb.code_to_id[layout.eos_code]: cfg.eos_bias}
+        common = dict(layout=layout, code_to_id=bb.code_to_id, decoder_prefix=bb.decoder_prefix,
+                      doc_slots=slot_mask(layout, slots), num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
+                      max_new_tokens=cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, assignments),
+                      logits_processor=[_Bias(biases)] if any(biases.values()) else (), symbol_head=cfg.symbol_head)
+        if cfg.mode == "rows":
+            heads = [layout.row_heads(s) for s in slots]
+            decoded = generate_rows(bb.model, ids.to(device), attention.to(device), heads, **common)
+        else:
+            decoded = generate_sequence(bb.model, ids.to(device), attention.to(device), **common)
+        per_doc: list[list] = [[] for _ in docs]
+        for d in decoded:
+            per_doc[d.doc].append(d)
         out = []
-        for assignment, res in zip(assignments, results):
-            self.stats.decoder_steps += res.steps
-            self.stats.rows += len(res.codes)
+        for assignment, rows in zip(assignments, per_doc):
+            self.stats.rows += len(rows)
+            self.stats.decoder_steps += max((len(r.codes) + r.finished for r in rows), default=0)
+            confidence = {}
+            for r in rows:
+                confidence.update(tuple_confidences(r.codes, r.probs, layout, r.head))
             if cfg.mode == "rows":
-                tuples = parse_rows(res.codes, self.layout, assignment.slots, self.stats.parse)
+                tuples = parse_rows({r.head: r.codes for r in rows}, layout, assignment.slots, self.stats.parse)
             else:
-                tuples = parse_codes(res.codes[None], self.layout, assignment.slots, counts=self.stats.parse)
-            out.append((assignment, [(t, res.confidence.get(t, 1.0)) for t in tuples]))
+                tuples = parse_codes(rows[0].codes if rows else [], layout, assignment.slots, counts=self.stats.parse)
+            out.append((assignment, [(t, confidence.get(t, 0.0)) for t in tuples]))
         return out
 
     def default_max_new_tokens(self, mode: str, assignments: Sequence[SlotAssignment]) -> int:
@@ -163,3 +184,30 @@ class Extractor:
         if mode == "rows":
             return min(512, (tuple_len - 1) * (n + 8) + 1)
         return min(1024, tuple_len * n * 4 + 1)
+
+
+def tuple_confidences(codes: Sequence[int], probs: Sequence[float], layout: IdLayout,
+                      head: int | None) -> dict[tuple[int, ...], float]:
+    """Each complete tuple of a generated sequence -> the product of its codes' probabilities."""
+    out, pending, p = {}, [], 1.0
+    for code, prob in zip(codes, probs):
+        p *= prob
+        if code < layout.n_slots:
+            pending.append(code)
+            continue
+        key = (*(() if head is None else (head,)), *pending, code)
+        out.setdefault(key, p)
+        pending, p = [], 1.0
+    return out
+
+
+class _Bias:
+    """Adds a constant to chosen logits (NA / EOS), the generative counterpart of a threshold."""
+
+    def __init__(self, biases: dict[int, float]):
+        self.ids = torch.tensor(list(biases))
+        self.values = torch.tensor(list(biases.values()))
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.ids.to(scores.device)] += self.values.to(scores.device, scores.dtype)
+        return scores

@@ -336,13 +336,13 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
                 if accelerator.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad()
-            loss_sum, tok_sum = loss_sum + float(loss) * n_tok, tok_sum + n_tok
+            loss_sum, tok_sum = loss_sum + loss.item() * n_tok, tok_sum + n_tok
             state["batch_in_epoch"] = b + 1
             if not accelerator.sync_gradients:
                 continue
             state["step"] += 1
             if state["step"] % cfg.log_every_steps == 0 or state["step"] == 1:
-                log({"step": state["step"], "epoch": epoch + (b + 1) / len(batches), "loss": float(loss),
+                log({"step": state["step"], "epoch": epoch + (b + 1) / len(batches), "loss": loss.item(),
                      "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)})
             minutes = (time.perf_counter() - start) / 60
             stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \

@@ -1,0 +1,152 @@
+"""Decoding and training benchmark: one model, one set of Re-DocRED test documents, one run.
+
+    python bench/bench_decoding.py [--model artifacts/docred/model] [--docs 20]
+
+Writes bench/results.md and bench/results.json. Measures (CPU unless CUDA is present):
+parallel rows vs single sequence (docs/s, sequential decoder steps per document),
+encode-once rows vs re-encoding per row, the vectorised constraint vs a per-hypothesis
+Python callback, the symbol-only output head vs the full vocabulary, decode time as a
+multiple of one encoder pass, and training tokens/s with peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dore.env import set_offline_defaults  # noqa: E402
+
+set_offline_defaults()
+
+
+def timed(fn, repeats: int = 1):
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    return (time.perf_counter() - start) / repeats, out
+
+
+def main() -> None:
+    from dore.data.docred import load_rel_info, read_docred
+    from dore.datasets import data_root
+    from dore.layout import docred_layout
+    from dore.model.backbone import load_backbone
+    from dore.model.decoding import generate_rows, slot_mask, time_constraint_step
+    from dore.model.inputs import encode_document
+    from dore.predict import DecodingConfig, Extractor
+    from dore.train import TrainConfig, collate, decoder_sequences, make_examples, row_forward, token_loss
+    from dore.sampling import SamplingConfig
+    from collections import Counter
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="artifacts/docred/model")
+    ap.add_argument("--docs", type=int, default=20)
+    ap.add_argument("--out", default="bench")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    root = data_root()
+    docs = read_docred(root / "redocred" / "test_revised.json")[0][: args.docs]
+    if Path(args.model, "dore_model.json").exists():
+        ex, model_name = Extractor.from_pretrained(args.model), args.model
+    else:  # untrained: timings are valid, output lengths are not representative
+        layout = docred_layout(load_rel_info(root / "docred" / "rel_info.json"))
+        ex, model_name = Extractor(load_backbone("minilm", layout), layout), "minilm (untrained)"
+    bb, layout = ex.backbone, ex.layout
+    results: dict = {"model": model_name, "documents": len(docs), "device": "cuda" if torch.cuda.is_available() else "cpu",
+                     "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
+
+    def run(mode, **kw):
+        ex.stats.decoder_steps = 0
+        cfg = DecodingConfig(mode=mode, batch_docs=4, **kw)
+        sec, _ = timed(lambda: ex.extract(docs, cfg))
+        steps = ex.stats.decoder_steps / 2 / len(docs)  # stats accumulate over warm-up + run
+        return {"docs_per_s": len(docs) / sec, "decoder_steps_per_doc": steps, "seconds": sec}
+
+    results["rows"] = run("rows")
+    results["sequence"] = run("sequence")
+    results["rows_symbol_head"] = run("rows", symbol_head=True)
+
+    # Encode-once rows vs re-encoding the document for every row (same rows, same decoder).
+    assignments = [layout.assign(d) for d in docs]
+    enc = [encode_document(d, a, bb.tokenizer, bb.code_to_id, bb.max_source_length) for d, a in zip(docs, assignments)]
+
+    def rows_for(i, reencode: bool):
+        ids = torch.tensor([enc[i].input_ids])
+        heads = layout.row_heads(assignments[i].slots)
+        mask = slot_mask(layout, [assignments[i].slots])
+        common = dict(layout=layout, code_to_id=bb.code_to_id, decoder_prefix=bb.decoder_prefix, max_new_tokens=64)
+        if not reencode:
+            return generate_rows(bb.model, ids, torch.ones_like(ids), [heads], doc_slots=mask, **common)
+        return [generate_rows(bb.model, ids, torch.ones_like(ids), [[h]], doc_slots=mask, **common) for h in heads]
+
+    once, _ = timed(lambda: [rows_for(i, False) for i in range(len(docs))])
+    again, _ = timed(lambda: [rows_for(i, True) for i in range(len(docs))])
+    results["encode_once_s"], results["reencode_per_row_s"] = once, again
+
+    # One encoder forward pass per document: the floor a classification model pays.
+    def encode_all():
+        with torch.no_grad():
+            for e in enc:
+                ids = torch.tensor([e.input_ids])
+                bb.model.get_encoder()(input_ids=ids, attention_mask=torch.ones_like(ids))
+    enc_s, _ = timed(encode_all)
+    results["encoder_pass_s_per_doc"] = enc_s / len(docs)
+    results["decode_over_encoder"] = (1 / results["rows"]["docs_per_s"]) / results["encoder_pass_s_per_doc"]
+
+    # Constraint step: vectorised processor vs per-hypothesis callback, on a realistic row batch.
+    slots = [assignments[0].slots] * len(layout.row_heads(assignments[0].slots))
+    results["constraint"] = time_constraint_step(layout, slots, mode="rows", heads=layout.row_heads(assignments[0].slots),
+                                                 vocab_size=len(bb.tokenizer), generated=16)
+    step_ms = 1e3 / results["rows"]["docs_per_s"] / max(results["rows"]["decoder_steps_per_doc"], 1)
+    results["constraint"]["share_of_decoder_step"] = results["constraint"]["vectorised_ms"] / step_ms
+
+    # Training throughput (rows, dynamic negatives) and peak memory.
+    counts = Counter()
+    examples = make_examples(docs[:8], bb, layout, None, counts)
+    model = bb.model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    sampling = SamplingConfig(strategy="dynamic")
+    tokens, start = 0, time.perf_counter()
+    for step in range(4):
+        batch = collate([(e, decoder_sequences(e, layout, sampling, "rows", seed=0, epoch=step, prefix=list(bb.decoder_prefix),
+                                               code_to_id=bb.code_to_id, max_len=bb.max_target_length, counts=counts))
+                         for e in examples[(step % 2) * 4: (step % 2) * 4 + 4]], bb.pad_id, len(bb.decoder_prefix) + 1)
+        loss, n = token_loss(row_forward(model, bb.family, batch), batch["labels"], 0.0)
+        loss.backward(); opt.step(); opt.zero_grad()
+        tokens += int(batch["attention_mask"].sum()) + n
+    results["train_tokens_per_s"] = tokens / (time.perf_counter() - start)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model.eval()
+
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    r, s = results["rows"], results["sequence"]
+    lines = [f"# Decoding benchmark ({results['device']}, {results['threads']} threads, {len(docs)} Re-DocRED test docs, model {model_name})", "",
+             "| measure | value | target |", "|---|---|---|",
+             f"| rows: docs/s | {r['docs_per_s']:.2f} | |",
+             f"| sequence: docs/s | {s['docs_per_s']:.2f} | rows >= 3x |",
+             f"| rows vs sequence docs/s | {r['docs_per_s'] / s['docs_per_s']:.2f}x | >= 3x |",
+             f"| sequential decoder steps/doc: rows / sequence | {r['decoder_steps_per_doc']:.1f} / {s['decoder_steps_per_doc']:.1f} ({s['decoder_steps_per_doc'] / max(r['decoder_steps_per_doc'], 1e-9):.1f}x fewer) | >= 5x fewer |",
+             f"| encode once vs re-encode per row | {once:.2f} s vs {again:.2f} s ({again / once:.2f}x) | |",
+             f"| constraint step: vectorised vs Python callback | {results['constraint']['vectorised_ms']:.3f} ms vs {results['constraint']['python_ms']:.3f} ms ({results['constraint']['speedup']:.1f}x) | |",
+             f"| constraint share of a decoder step | {100 * results['constraint']['share_of_decoder_step']:.1f} % | <= 5 % |",
+             f"| rows with symbol head: docs/s | {results['rows_symbol_head']['docs_per_s']:.2f} ({results['rows_symbol_head']['docs_per_s'] / r['docs_per_s']:.2f}x full vocab) | |",
+             f"| decode time / encoder pass | {results['decode_over_encoder']:.1f}x | <= 3x |",
+             f"| training tokens/s | {results['train_tokens_per_s']:.0f} | |",
+             f"| peak RSS | {results['peak_rss_mb']:.0f} MB | |"]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

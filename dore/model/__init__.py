@@ -1,0 +1,1 @@
+"""DORE backbones: loading seq2seq models, symbol tokens, marked inputs."""

