@@ -1,0 +1,49 @@
+"""`dore convert` and `dore score` on the real files, through the CLI."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dore.cli import app
+
+runner = CliRunner()
+
+
+def test_convert_writes_documents_targets_and_counts(shared_data, tmp_path):
+    result = runner.invoke(app, ["convert", str(shared_data / "redocred" / "test_revised.json"),
+                                 str(shared_data / "cdr" / "raw" / "CDR_TestSet.PubTator.txt"), "-o", str(tmp_path),
+                                 "--preview-sampling", "dynamic", "--preview-docs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "17448" in result.output and "1066" in result.output
+    targets = [json.loads(line) for line in (tmp_path / "test_revised.targets.jsonl").read_text().splitlines()]
+    assert len(targets) == 500 and targets[0]["sequence"].endswith("</eos>")
+    assert len((tmp_path / "test_revised.jsonl").read_text().splitlines()) == 500
+
+
+@pytest.mark.parametrize("gold", ["redocred/test_revised.json", "cdr/processed/test_filter.data",
+                                  "gda/processed/test.data", "scirex/dev.jsonl"])
+def test_gold_scored_against_itself_is_100(shared_data, tmp_path, gold):
+    path = str(shared_data / gold)
+    out = tmp_path / "metrics.json"
+    result = runner.invoke(app, ["score", path, path, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["f1"] == pytest.approx(100, abs=1e-3)
+    if metrics["scorer"] == "scirex_official":
+        assert metrics["f1_4ary"] == pytest.approx(100, abs=1e-3)
+
+
+def test_official_result_json_round_trip(shared_data, tmp_path):
+    from dore.data.docred import read_docred, write_docred_result
+
+    gold = shared_data / "redocred" / "test_revised.json"
+    docs, _ = read_docred(gold)
+    write_docred_result(tmp_path / "result.json", [{"title": d.doc_id, "h_idx": r.args[0], "t_idx": r.args[1],
+                                                    "r": r.label, "evidence": r.evidence} for d in docs[:50]
+                                                   for r in d.relations])
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["score", str(tmp_path / "result.json"), str(gold), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    m = json.loads(out.read_text())
+    assert m["p"] == pytest.approx(100) and 0 < m["r"] < 15 and m["evi_f1"] > 0
