@@ -150,11 +150,14 @@ class Extractor:
             ids[i, : len(seq)] = torch.tensor(seq)
         attention = (torch.arange(ids.shape[1])[None, :] < torch.tensor([len(x) for x in input_ids])[:, None]).long()
         slots = [a.slots for a in assignments]
-        biases = {bb.code_to_id[layout.na_code]: cfg.na_bias, bb.code_to_id[layout.eos_code]: cfg.eos_bias}
+        code_bias = None
+        if cfg.na_bias or cfg.eos_bias:
+            code_bias = torch.zeros(layout.n_codes)
+            code_bias[layout.na_code], code_bias[layout.eos_code] = cfg.na_bias, cfg.eos_bias
         common = dict(layout=layout, code_to_id=bb.code_to_id, decoder_prefix=bb.decoder_prefix,
                       doc_slots=slot_mask(layout, slots), num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
                       max_new_tokens=cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, assignments),
-                      logits_processor=[_Bias(biases)] if any(biases.values()) else (), symbol_head=cfg.symbol_head)
+                      code_bias=code_bias, symbol_head=cfg.symbol_head)
         if cfg.mode == "rows":
             heads = [layout.row_heads(s) for s in slots]
             decoded = generate_rows(bb.model, ids.to(device), attention.to(device), heads, **common)
@@ -200,14 +203,3 @@ def tuple_confidences(codes: Sequence[int], probs: Sequence[float], layout: IdLa
         pending, p = [], 1.0
     return out
 
-
-class _Bias:
-    """Adds a constant to chosen logits (NA / EOS), the generative counterpart of a threshold."""
-
-    def __init__(self, biases: dict[int, float]):
-        self.ids = torch.tensor(list(biases))
-        self.values = torch.tensor(list(biases.values()))
-
-    def __call__(self, input_ids, scores):
-        scores[:, self.ids.to(scores.device)] += self.values.to(scores.device, scores.dtype)
-        return scores

@@ -24,10 +24,10 @@ safe under beam reordering and costs no host sync. Its rules (each switchable in
 (h) nothing outside the symbol codes (pad, BOS, the decoder start, ordinary words).
 
 On top of the rules a lookahead keeps decoding free of dead ends: an entity is offered only if the
-tuple can still be finished, counting completions of the document's domain and the cells used so
-far. The count is exact when the domain's arguments depend only on the previous one, which is every
-layout of dore.layout with rule (b) on; then no mid-tuple state is left without a code (given (f)
-only together with (c)).
+tuple can still be finished, given the document's cells and the tuples generated so far. It never
+removes a feasible code, and it is complete (no hypothesis is ever left without a code mid-tuple)
+whenever each argument's domain depends only on the previous argument, true of every layout in
+dore.layout with rule (b) on, and rule (f) is used together with (c).
 
 Generation: `generate_rows` / `generate_sequence` encode each document once and call
 `model.generate` with the constraint, or with `symbol_head=True` run `fast_greedy`, a KV-cached
@@ -102,6 +102,13 @@ def _block_index(layout: IdLayout) -> Tensor:
     return torch.cat([torch.full((b.size,), i) for i, b in enumerate(layout.blocks)])
 
 
+def _type_mask(layout: IdLayout, type_: str) -> Tensor:
+    mask = torch.zeros(layout.n_slots, dtype=torch.bool)
+    block = layout.block_range(type_)
+    mask[block.start:block.stop] = True
+    return mask
+
+
 def _static_domain(layout: IdLayout, rules: Rules) -> tuple[Tensor, Tensor]:
     """Slots allowed as first argument [S], and argument i+1 given argument i [k-1, S, S].
 
@@ -112,7 +119,7 @@ def _static_domain(layout: IdLayout, rules: Rules) -> tuple[Tensor, Tensor]:
     step = torch.ones(k - 1, n, n, dtype=torch.bool)
     if rules.document_slots:
         if layout.arg_types:
-            in_type = [torch.isin(torch.arange(n), torch.tensor(layout.block_range(t))) for t in layout.arg_types]
+            in_type = [_type_mask(layout, t) for t in layout.arg_types]
             first = in_type[0]
             step &= torch.stack(in_type[1:])[:, None, :]
         elif layout.ordered_types:  # tail from a later type block than the head
@@ -175,6 +182,8 @@ class SymbolConstraint(LogitsProcessor):
             self.heads = torch.as_tensor(heads, dtype=torch.long, device=device).repeat_interleave(num_beams)
             if self.heads.shape != (self.doc.shape[0],):
                 raise ValueError(f"{self.heads.numel() // num_beams} heads for {doc_slots.shape[0]} rows")
+            if len(self.heads) and not 0 <= int(self.heads.min()) <= int(self.heads.max()) < self.n_slots:
+                raise ValueError(f"head slots must lie in 0..{self.n_slots - 1}")
             rows = torch.arange(len(self.heads), device=device)
             # a head that cannot start a cell of this document leaves its row empty (EOS only)
             self.row_ok = (self.first[self.heads] & self.doc[rows, self.heads]
@@ -392,6 +401,16 @@ class _SymbolLogProbs(LogitsProcessor):
         return scores
 
 
+class _CodeBias(LogitsProcessor):
+    """Adds a fixed bias to the symbol ids' scores."""
+
+    def __init__(self, code_to_id: Tensor, bias: Tensor):
+        self.code_to_id, self.bias = code_to_id, bias
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        return scores.index_add(1, self.code_to_id, self.bias.expand(len(scores), -1))
+
+
 @contextmanager
 def _only_generation_config(model: PreTrainedModel, config: GenerationConfig) -> Iterator[None]:
     """`generate` fills unset options from `model.generation_config`; a checkpoint's text defaults
@@ -411,9 +430,10 @@ def _pad_id(model: PreTrainedModel) -> int | None:
 
 def _generate(model: PreTrainedModel, hidden: Tensor, attention_mask: Tensor, prefixes: Tensor,
               constraint: SymbolConstraint, *, num_beams: int, length_penalty: float, max_new_tokens: int,
-              logits_processor: Sequence[LogitsProcessor]) -> tuple[Tensor, Tensor]:
+              code_bias: Tensor | None, logits_processor: Sequence[LogitsProcessor]) -> tuple[Tensor, Tensor]:
     """`model.generate` under the constraint: codes [rows, T] and their probabilities [rows, T]."""
     recorder = _SymbolLogProbs(constraint.code_to_id)
+    bias = [] if code_bias is None else [_CodeBias(constraint.code_to_id, code_bias)]
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty, do_sample=False,
         eos_token_id=int(constraint.code_to_id[constraint.layout.eos_code]), pad_token_id=_pad_id(model),
@@ -421,7 +441,7 @@ def _generate(model: PreTrainedModel, hidden: Tensor, attention_mask: Tensor, pr
     with _only_generation_config(model, config):
         out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention_mask,
                              decoder_input_ids=prefixes, generation_config=config,
-                             logits_processor=LogitsProcessorList([*logits_processor, constraint, recorder]))
+                             logits_processor=LogitsProcessorList([*logits_processor, *bias, constraint, recorder]))
     codes = constraint.codes_of(out.sequences[:, prefixes.shape[1]:])
     n_steps = codes.shape[1]
     source = (out.beam_indices.clamp(min=0) if num_beams > 1  # the flat beam each token came from
@@ -471,11 +491,13 @@ class _SymbolHead:
 
 @torch.no_grad()
 def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor,
-                constraint: SymbolConstraint, code_to_id: Tensor, max_new_tokens: int) -> tuple[Tensor, Tensor]:
+                constraint: SymbolConstraint, code_to_id: Tensor, max_new_tokens: int,
+                code_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Greedy decoding with a KV cache and an output layer over the symbol ids only.
 
-    Picks the tokens `generate` picks with the full-vocabulary head masked by `constraint`.
-    Returns codes [rows, T] (EOS repeated after a row finished) and their probabilities.
+    Picks the tokens `generate` picks with the full-vocabulary head masked by `constraint`
+    (`code_bias` [n_codes] is added to the logits first). Returns codes [rows, T] (EOS repeated
+    after a row finished) and their probabilities.
     """
     code_to_id = torch.as_tensor(code_to_id, dtype=torch.long, device=decoder_input_ids.device)
     head = _SymbolHead(model, code_to_id)
@@ -489,7 +511,10 @@ def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: 
         out = head.decoder(input_ids=step_ids, encoder_hidden_states=encoder_hidden,
                            encoder_attention_mask=attention_mask, past_key_values=cache, use_cache=True)
         cache = out.past_key_values
-        logp = head.logits(out.last_hidden_state[:, -1]).masked_fill(~constraint.allowed_codes(ids), _NEG_INF)
+        logits = head.logits(out.last_hidden_state[:, -1])
+        if code_bias is not None:
+            logits = logits + code_bias
+        logp = logits.masked_fill(~constraint.allowed_codes(ids), _NEG_INF)
         best = logp.log_softmax(-1).max(-1)
         code = best.indices.masked_fill(finished, eos)
         codes.append(code)
@@ -504,19 +529,23 @@ def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: 
 
 def _decode(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, doc_of_row: Tensor,
             prefixes: Tensor, constraint: SymbolConstraint, heads: list[int] | None, *, num_beams: int,
-            length_penalty: float, max_new_tokens: int, symbol_head: bool,
+            length_penalty: float, max_new_tokens: int, symbol_head: bool, code_bias: Sequence[float] | Tensor | None,
             logits_processor: Sequence[LogitsProcessor]) -> list[Decoded]:
     """Encode each document once, give each row its document's encoder states, decode."""
+    if code_bias is not None:
+        code_bias = torch.as_tensor(code_bias, dtype=torch.float, device=input_ids.device)
+        if code_bias.shape != constraint.code_to_id.shape:
+            raise ValueError(f"code_bias needs one value per code ({len(constraint.code_to_id)})")
     hidden = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     hidden, attention_mask = hidden.index_select(0, doc_of_row), attention_mask.index_select(0, doc_of_row)
     if symbol_head:
         if num_beams != 1 or logits_processor:
-            raise ValueError("the symbol head decodes greedily, without extra logits processors")
+            raise ValueError("the symbol head decodes greedily, without extra logits processors (use code_bias)")
         codes, probs = fast_greedy(model, hidden, attention_mask, prefixes, constraint, constraint.code_to_id,
-                                   max_new_tokens)
+                                   max_new_tokens, code_bias)
     else:
         codes, probs = _generate(model, hidden, attention_mask, prefixes, constraint, num_beams=num_beams,
-                                 length_penalty=length_penalty, max_new_tokens=max_new_tokens,
+                                 length_penalty=length_penalty, max_new_tokens=max_new_tokens, code_bias=code_bias,
                                  logits_processor=logits_processor)
     eos = constraint.layout.eos_code
     decoded = []
@@ -532,11 +561,15 @@ def generate_rows(model: PreTrainedModel, input_ids: Tensor, attention_mask: Ten
                   heads_per_doc: Sequence[Sequence[int]], *, layout: IdLayout, code_to_id: Sequence[int] | Tensor,
                   decoder_prefix: Sequence[int], doc_slots: Tensor, rules: Rules = Rules(), num_beams: int = 1,
                   length_penalty: float = 1.0, max_new_tokens: int = 64, symbol_head: bool = False,
+                  code_bias: Sequence[float] | Tensor | None = None,
                   logits_processor: Sequence[LogitsProcessor] = ()) -> list[Decoded]:
     """Parallel row generation: one sequence per (document, head), each document encoded once.
 
     `doc_slots`: bool [n_docs, n_slots] (`slot_mask`). Rows come back document by document, heads
-    in the given order. `logits_processor` run before the constraint. The model should be in eval mode.
+    in the given order. `symbol_head`: greedy with the symbol-only output layer (`fast_greedy`).
+    `code_bias` [n_codes] is added to the symbols' scores (e.g. to favour NA or EOS), with either
+    head; `logits_processor` (full vocabulary, `generate` only) run before the constraint.
+    The model should be in eval mode.
     """
     if len(heads_per_doc) != len(input_ids) or len(doc_slots) != len(input_ids):
         raise ValueError(f"{len(input_ids)} documents, {len(heads_per_doc)} head lists, {len(doc_slots)} slot masks")
@@ -554,7 +587,7 @@ def generate_rows(model: PreTrainedModel, input_ids: Tensor, attention_mask: Ten
                                   prefix_len=prefixes.shape[1], heads=heads, num_beams=num_beams, rules=rules)
     return _decode(model, input_ids, attention_mask, doc_of_row, prefixes, constraint, heads, num_beams=num_beams,
                    length_penalty=length_penalty, max_new_tokens=max_new_tokens, symbol_head=symbol_head,
-                   logits_processor=logits_processor)
+                   code_bias=code_bias, logits_processor=logits_processor)
 
 
 @torch.no_grad()
@@ -562,8 +595,10 @@ def generate_sequence(model: PreTrainedModel, input_ids: Tensor, attention_mask:
                       code_to_id: Sequence[int] | Tensor, decoder_prefix: Sequence[int], doc_slots: Tensor,
                       rules: Rules = Rules(), num_beams: int = 1, length_penalty: float = 1.0,
                       max_new_tokens: int = 520, symbol_head: bool = False,
+                      code_bias: Sequence[float] | Tensor | None = None,
                       logits_processor: Sequence[LogitsProcessor] = ()) -> list[Decoded]:
-    """Single-sequence generation: the whole relation matrix of each document as one sequence."""
+    """Single-sequence generation: the whole relation matrix of each document as one sequence
+    (one row per document, options as in `generate_rows`)."""
     if len(doc_slots) != len(input_ids):
         raise ValueError(f"{len(input_ids)} documents, {len(doc_slots)} slot masks")
     device = input_ids.device
@@ -573,7 +608,8 @@ def generate_sequence(model: PreTrainedModel, input_ids: Tensor, attention_mask:
                                   prefix_len=prefixes.shape[1], num_beams=num_beams, rules=rules)
     return _decode(model, input_ids, attention_mask, torch.arange(len(input_ids), device=device), prefixes,
                    constraint, None, num_beams=num_beams, length_penalty=length_penalty,
-                   max_new_tokens=max_new_tokens, symbol_head=symbol_head, logits_processor=logits_processor)
+                   max_new_tokens=max_new_tokens, symbol_head=symbol_head, code_bias=code_bias,
+                   logits_processor=logits_processor)
 
 
 # --- states and timing -----------------------------------------------------------------------

@@ -1,15 +1,17 @@
 """Constrained decoding: each rule, its lookahead, encode-once rows, beams, the symbol head."""
 
 import random
+from dataclasses import dataclass
 
 import pytest
 import torch
 from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, BertLMHeadModel, BertModel,
-                          EncoderDecoderModel, LogitsProcessor, PrefixConstrainedLogitsProcessor, T5Config,
-                          T5ForConditionalGeneration)
+                          EncoderDecoderModel, LEDConfig, LEDForConditionalGeneration, LogitsProcessor,
+                          PrefixConstrainedLogitsProcessor, PreTrainedModel, RobertaConfig, RobertaForCausalLM,
+                          RobertaModel, T5Config, T5ForConditionalGeneration)
 
 from dore.layout import EntityBlock, IdLayout, cdr_layout, scirex_layout
-from dore.model.decoding import (Rules, SymbolConstraint, allowed_tokens_fn, generate_rows, generate_sequence,
+from dore.model.decoding import (Decoded, Rules, SymbolConstraint, allowed_tokens_fn, generate_rows, generate_sequence,
                                  random_walk, slot_mask, time_constraint_step)
 
 VOCAB = 300
@@ -29,11 +31,19 @@ def symbol_ids(layout: IdLayout, eos_id: int) -> list[int]:
     return ids[:layout.n_codes - 1].tolist() + [eos_id]
 
 
+@dataclass
 class Family:
-    def __init__(self, name, model, prefix, eos, pad):
-        self.name, self.model, self.prefix, self.eos, self.pad = name, model.eval(), prefix, eos, pad
+    """A tiny random backbone: model, decoder prefix, EOS and pad ids."""
 
-    def ids(self, layout):
+    model: PreTrainedModel
+    prefix: list[int]
+    eos: int
+    pad: int
+
+    def __post_init__(self):
+        self.model.eval()
+
+    def ids(self, layout: IdLayout) -> list[int]:
         return symbol_ids(layout, self.eos)
 
 
@@ -41,7 +51,7 @@ def tiny_t5():
     torch.manual_seed(0)
     config = T5Config(vocab_size=VOCAB, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, dropout_rate=0.0,
                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    return Family("t5", T5ForConditionalGeneration(config), [0], eos=1, pad=0)
+    return Family(T5ForConditionalGeneration(config), [0], eos=1, pad=0)
 
 
 def tiny_bart():
@@ -53,7 +63,7 @@ def tiny_bart():
     model = BartForConditionalGeneration(config)
     model.final_logits_bias.normal_(0, 0.1)  # so that the symbol head must add it
     model.generation_config.forced_eos_token_id = None  # the re-encoding reference calls generate directly
-    return Family("bart", model, [2, 0], eos=2, pad=1)
+    return Family(model, [2, 0], eos=2, pad=1)
 
 
 def tiny_bert2bert():
@@ -66,7 +76,33 @@ def tiny_bert2bert():
     model = EncoderDecoderModel(encoder=BertModel(BertConfig(**kwargs)), decoder=decoder)
     for config in (model.config, model.generation_config):
         config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 0, 3
-    return Family("bert2bert", model, [2], eos=3, pad=0)
+    return Family(model, [2], eos=3, pad=0)
+
+
+def tiny_led():
+    torch.manual_seed(0)
+    config = LEDConfig(vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
+                       decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, dropout=0.0,
+                       attention_window=[8], max_encoder_position_embeddings=128,
+                       max_decoder_position_embeddings=128, bos_token_id=0, pad_token_id=1, eos_token_id=2,
+                       decoder_start_token_id=2)
+    model = LEDForConditionalGeneration(config)
+    model.final_logits_bias.normal_(0, 0.1)
+    model.generation_config.forced_eos_token_id = None
+    return Family(model, [2, 0], eos=2, pad=1)
+
+
+def tiny_roberta2roberta():
+    torch.manual_seed(0)
+    kwargs = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                  max_position_embeddings=256, pad_token_id=1, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0)
+    decoder = RobertaForCausalLM(RobertaConfig(is_decoder=True, add_cross_attention=True, **kwargs))
+    # a wider encoder: the decoder sees it through EncoderDecoderModel's projection
+    model = EncoderDecoderModel(encoder=RobertaModel(RobertaConfig(**{**kwargs, "hidden_size": 48})), decoder=decoder)
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 0, 1, 2
+    return Family(model, [0], eos=2, pad=1)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,9 +119,18 @@ def t5():
     return tiny_t5()
 
 
-@pytest.fixture(scope="module", params=["t5", "bart", "bert2bert"])
+@pytest.fixture(scope="module")
+def bart():
+    return tiny_bart()
+
+
+FAMILIES = {"t5": tiny_t5, "bart": tiny_bart, "bert2bert": tiny_bert2bert, "led": tiny_led,
+            "roberta2roberta": tiny_roberta2roberta}
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
 def family(request):
-    return {"t5": tiny_t5, "bart": tiny_bart, "bert2bert": tiny_bert2bert}[request.param]()
+    return FAMILIES[request.param]()
 
 
 def documents(n_docs: int, length: int = 24, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,13 +168,13 @@ def eos_penalty(family: Family, value: float = -1e4) -> torch.Tensor:
 
 
 def run(family: Family, layout: IdLayout, slots: list[int], script: list[int] | None = None, *,
-        heads: list[int] | None = None, rules: Rules = Rules(), raw: bool = False, **kwargs):
+        heads: list[int] | None = None, rules: Rules = Rules(), raw: bool = False,
+        fixed: torch.Tensor | None = None, **kwargs):
     """Generate for one document, pushing a script of codes (or raw ids) and/or a fixed bias."""
     ids = family.ids(layout)
     to_ids = (lambda s: s) if raw else (lambda s: [ids[c] for c in s])
     common = dict(layout=layout, code_to_id=ids, decoder_prefix=family.prefix, doc_slots=slot_mask(layout, [slots]),
                   rules=rules)
-    fixed = kwargs.pop("fixed", None)
     num_beams = kwargs.get("num_beams", 1)
     input_ids, mask = documents(1, pad=family.pad)
     if heads is None:
@@ -232,8 +277,7 @@ def test_g_eos_at_boundary(t5):
 
 
 @pytest.mark.parametrize("raw_id", [0, 1, 5], ids=["bos", "pad", "word"])
-def test_h_symbols_only(raw_id):
-    bart = tiny_bart()  # BOS 0, pad 1; its decoder start is EOS, a symbol
+def test_h_symbols_only(bart, raw_id):  # BART: BOS 0, pad 1; its decoder start is EOS, a symbol
     ids = bart.ids(TOY)
     script = [raw_id, ids[2], ids[R0], ids[TOY.eos_code]]
     out = run(bart, TOY, [0, 2, 3], script, rules=Rules(symbols_only=False), raw=True)[0]
@@ -293,6 +337,25 @@ def test_beam_outputs_are_well_formed(t5, case, mode, length_penalty):
     assert all(0 < p <= 1 for out in outputs for p in out.probs)
 
 
+def test_every_beam_is_well_formed(t5):
+    """All beams `generate` keeps, not only the best, obey the constraint."""
+    layout, slots = CASES["scirex-4"]
+    ids, num_beams = t5.ids(layout), 4
+    constraint = SymbolConstraint(layout, ids, slot_mask(layout, [slots]), mode="sequence", prefix_len=1,
+                                  num_beams=num_beams)
+    input_ids, mask = documents(1)
+    sequences = t5.model.generate(
+        input_ids=input_ids, attention_mask=mask, decoder_input_ids=torch.tensor([t5.prefix]), do_sample=False,
+        logits_processor=[Bias([[]], 1, num_beams, eos_penalty(t5, -3.0)), constraint], num_beams=num_beams,
+        num_return_sequences=num_beams, length_penalty=1.5, max_new_tokens=60)
+    beams = []
+    for codes in constraint.codes_of(sequences[:, 1:]).tolist():
+        end = codes.index(layout.eos_code)
+        beams.append(Decoded(doc=0, head=None, codes=codes[:end], probs=[], finished=True))
+    assert len({tuple(b.codes) for b in beams}) == num_beams
+    assert assert_well_formed(beams, layout, slots)
+
+
 # --- encode once -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("num_beams", [1, 2])
@@ -302,13 +365,14 @@ def test_rows_encode_once_equals_reencoding(family, num_beams):
     input_ids, mask = documents(2, pad=family.pad)
     ids = family.ids(layout)
     calls = []
-    hook = family.model.get_encoder().register_forward_hook(lambda m, args, kwargs_out: calls.append(1))
+    hook = family.model.get_encoder().register_forward_hook(
+        lambda module, args, out: calls.append(out.last_hidden_state.shape[0]))
     try:
         rows = generate_rows(family.model, input_ids, mask, heads_per_doc, layout=layout, code_to_id=ids,
                              decoder_prefix=family.prefix, doc_slots=slots, num_beams=num_beams, max_new_tokens=16)
     finally:
         hook.remove()
-    assert len(calls) == 1  # one batched encoder pass for both documents
+    assert calls == [2]  # one encoder pass, each document once
 
     doc_of_row = torch.tensor([0, 0, 0, 1, 1])
     heads = [h for hs in heads_per_doc for h in hs]
@@ -325,22 +389,39 @@ def test_rows_encode_once_equals_reencoding(family, num_beams):
         assert row.codes == ref[:len(row.codes)] and (not row.finished or ref[len(row.codes)] == layout.eos_code)
 
 
+@pytest.mark.parametrize("biased", [False, True])
 @pytest.mark.parametrize("mode", ["sequence", "rows"])
-def test_symbol_head_picks_the_tokens_of_generate(family, mode):
+def test_symbol_head_picks_the_tokens_of_generate(family, mode, biased):
     layout, docs = CDR, [[0, 1, 3, 4, 5], [1, 2, 3]]
     input_ids, mask = documents(2, pad=family.pad)
+    code_bias = torch.zeros(layout.n_codes)
+    code_bias[[layout.na_code, layout.eos_code]] = torch.tensor([0.3, -2.0])
     common = dict(layout=layout, code_to_id=family.ids(layout), decoder_prefix=family.prefix,
-                  doc_slots=slot_mask(layout, docs), max_new_tokens=24)
+                  doc_slots=slot_mask(layout, docs), max_new_tokens=24, code_bias=code_bias if biased else None)
     if mode == "rows":
         outputs = [generate_rows(family.model, input_ids, mask, [[0, 1], [1, 2]], symbol_head=fast, **common)
                    for fast in (False, True)]
     else:
-        outputs = [generate_sequence(family.model, input_ids, mask, symbol_head=fast, **common) for fast in (False, True)]
+        outputs = [generate_sequence(family.model, input_ids, mask, symbol_head=fast, **common)
+                   for fast in (False, True)]
     full, fast = outputs
-    assert sum(len(o.codes) for o in full) >= 4
+    assert sum(len(o.codes) for o in full) >= 3  # at least a whole tuple
     for a, b in zip(full, fast):
         assert (a.doc, a.head, a.codes, a.finished) == (b.doc, b.head, b.codes, b.finished)
         assert a.probs == pytest.approx(b.probs, abs=1e-5)
+
+
+@pytest.mark.parametrize("symbol_head", [False, True])
+def test_code_bias_applies_with_either_head(t5, symbol_head):
+    code_bias = torch.zeros(TOY.n_codes)
+    code_bias[[TOY.na_code, TOY.eos_code]] = torch.tensor([50.0, -5.0])
+    input_ids, mask = documents(1)
+    out = generate_sequence(t5.model, input_ids, mask, layout=TOY, code_to_id=t5.ids(TOY), decoder_prefix=t5.prefix,
+                            doc_slots=slot_mask(TOY, [[0, 2, 3]]), code_bias=code_bias, symbol_head=symbol_head)[0]
+    first_of_cell = {}
+    for t in tuples_of(out, TOY):
+        first_of_cell.setdefault(t[:2], t[2])
+    assert first_of_cell and set(first_of_cell.values()) == {TOY.na_code}  # NA first, until rule (e) bars it
 
 
 # --- the constraint against its per-hypothesis Python twin -----------------------------------
