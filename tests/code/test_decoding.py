@@ -105,15 +105,6 @@ def tiny_roberta2roberta():
     return Family(model, [0], eos=2, pad=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: with spare threads busy elsewhere, intra-op threads cost 100x the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def t5():
     return tiny_t5()
