@@ -37,19 +37,25 @@ def artifacts_dir(params: PipelineParams) -> Path:
 
 def validate(params: PipelineParams) -> dict:
     """Read every split (structural errors raise DataError) and run the content expectations."""
-    from dore.convert import default_layout
     from dore.validate import validate_or_raise
 
     setting = get_setting(params.dataset)
     out = artifacts_dir(params) / "validation"
-    docs = {split: setting.read(split)[0] for split in SPLITS}
-    layout = default_layout([d for split in SPLITS for d in docs[split]], setting.reader, _rel_info(setting))
+    docs, layout = _splits_and_layout(setting)
     summary = {}
     for split, split_docs in docs.items():
         result = validate_or_raise(split_docs, layout, name=f"{params.dataset}-{split}", report_dir=out)
         summary[split] = {"documents": len(split_docs), "success": result.success, "report": str(result.html_path)}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+def _splits_and_layout(setting):
+    """Every split's documents, and the layout sized from all of them (so test documents fit)."""
+    from dore.convert import default_layout
+
+    docs = {split: setting.read(split)[0] for split in SPLITS}
+    return docs, default_layout([d for split in SPLITS for d in docs[split]], setting.reader, _rel_info(setting))
 
 
 def _rel_info(setting) -> dict | None:
@@ -66,13 +72,10 @@ def convert(params: PipelineParams) -> dict:
 
     The layout is sized from all splits so that evaluation documents fit the model.
     """
-    from dore.convert import default_layout
-
     setting = get_setting(params.dataset)
     out = artifacts_dir(params) / "docs"
     limits = {"train": params.limit_train, "dev": params.limit_dev, "test": params.limit_test}
-    docs = {split: setting.read(split)[0] for split in SPLITS}
-    layout = default_layout([d for split in SPLITS for d in docs[split]], setting.reader, _rel_info(setting))
+    docs, layout = _splits_and_layout(setting)
     counts = {}
     for split in SPLITS:
         kept = docs[split][: limits[split]] if limits[split] else docs[split]
