@@ -55,6 +55,10 @@ class TrainConfig(BaseModel):
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     label_smoothing: float = 0.0
+    symbol_loss: bool = Field(True, description="softmax over the symbol tokens only: the constrained decoder never "
+                              "chooses anything else, and the output layer shrinks from the vocabulary to ~100 rows")
+    group_by_length: bool = Field(True, description="batch documents of similar length and decode rows in length "
+                                  "buckets, so little compute goes to padding")
     max_source_length: int | None = None
     seed: int = 42
     init: Literal["number", "random"] = "number"
@@ -120,6 +124,27 @@ def decoder_sequences(ex: Example, layout: IdLayout, sampling: SamplingConfig, m
     return seqs
 
 
+def epoch_batches(lengths: Sequence[int], batch_docs: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                  group_by_length: bool = False) -> list[list[int]]:
+    """This process's batches of document indices for one epoch, a pure function of (seed, epoch).
+
+    With `group_by_length`, each window of 16 batches is sorted by length before it is cut into
+    batches, and the batches are then shuffled (HF's LengthGroupedSampler idea): far less padding,
+    still a random order.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    mine = order[rank::world]
+    if group_by_length:
+        window = batch_docs * 16
+        mine = [i for k in range(0, len(mine), window) for i in sorted(mine[k: k + window], key=lambda i: -lengths[i])]
+    batches = [mine[i: i + batch_docs] for i in range(0, len(mine), batch_docs)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
 def collate(batch: list[tuple[Example, list[list[int]]]], pad_id: int, n_prefix: int) -> dict:
     """Pad a micro-batch: documents for the encoder, their rows for the decoder."""
     src_len = max(len(ex.input_ids) for ex, _ in batch)
@@ -134,13 +159,15 @@ def collate(batch: list[tuple[Example, list[list[int]]]], pad_id: int, n_prefix:
     dec_len = max(len(s) for s in rows) - 1
     dec_in = torch.full((len(rows), dec_len), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), dec_len), IGNORE, dtype=torch.long)
+    dec_mask = torch.zeros((len(rows), dec_len), dtype=torch.bool)
     for i, s in enumerate(rows):
         s = torch.tensor(s)
+        dec_mask[i, : len(s) - 1] = True  # by length: T5's decoder start token is the pad id
         dec_in[i, : len(s) - 1] = s[:-1]
         labels[i, : len(s) - 1] = s[1:]
         labels[i, : n_prefix - 1] = IGNORE  # the prefix (and row head) is given, not predicted
     return {"input_ids": input_ids, "attention_mask": attention, "row_doc": torch.tensor(row_doc),
-            "decoder_input_ids": dec_in, "decoder_attention_mask": (labels != IGNORE) | (dec_in != pad_id),
+            "decoder_input_ids": dec_in, "decoder_attention_mask": dec_mask,
             "labels": labels}
 
 
@@ -148,18 +175,73 @@ def row_forward(model, family: str, batch: dict) -> torch.Tensor:
     """Encode each document once, decode all its rows against the expanded encoder states."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    enc_kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if family == "led":
-        glob = torch.zeros_like(batch["attention_mask"])
-        glob[:, 0] = 1
-        enc_kwargs["global_attention_mask"] = glob
-    hidden = model.get_encoder()(**enc_kwargs).last_hidden_state
+    hidden = encode(model, family, batch)
     row_doc = batch["row_doc"]
     out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden.index_select(0, row_doc)),
                 attention_mask=batch["attention_mask"].index_select(0, row_doc),
                 decoder_input_ids=batch["decoder_input_ids"],
                 decoder_attention_mask=batch["decoder_attention_mask"].long())
     return out.logits
+
+
+def encode(model, family: str, batch: dict) -> torch.Tensor:
+    enc_kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if family == "led":
+        glob = torch.zeros_like(batch["attention_mask"])
+        glob[:, 0] = 1
+        enc_kwargs["global_attention_mask"] = glob
+    return model.get_encoder()(**enc_kwargs).last_hidden_state
+
+
+def length_buckets(lengths: torch.Tensor, ratio: float = 1.5) -> list[torch.Tensor]:
+    """Row indices grouped so that no row is padded past `ratio` x its own length (rows of a
+    document differ a lot: a head with no relation has one token, a busy one forty)."""
+    order = lengths.argsort().tolist()
+    buckets, current = [], []
+    for i in order:
+        if current and lengths[i] > ratio * lengths[current[0]]:
+            buckets.append(current)
+            current = []
+        current.append(i)
+    return [torch.tensor(b, dtype=torch.long) for b in buckets + [current] if b]
+
+
+def row_loss(model, family: str, batch: dict, *, label_smoothing: float = 0.0,
+             code_to_id: torch.Tensor | None = None, bucket: bool = False) -> tuple[torch.Tensor, int]:
+    """Mean token cross-entropy of a collated batch, encoding each document once.
+
+    `code_to_id`: take the softmax over these ids only (the symbol head); `bucket`: decode rows in
+    length buckets, each cut to its own longest row, instead of padding all to the longest.
+    """
+    from dore.model.decoding import SymbolHead
+
+    if code_to_id is None and not bucket:
+        return token_loss(row_forward(model, family, batch), batch["labels"], label_smoothing)
+    hidden = encode(model, family, batch)
+    mask = batch["decoder_attention_mask"].long()
+    groups = length_buckets(mask.sum(1)) if bucket else [torch.arange(len(mask))]
+    head = SymbolHead(model, code_to_id) if code_to_id is not None else None
+    if head is not None:
+        to_code = torch.full((int(code_to_id.max()) + 1,), IGNORE, dtype=torch.long, device=code_to_id.device)
+        to_code[code_to_id] = torch.arange(len(code_to_id), device=code_to_id.device)
+    total, n_total = hidden.new_zeros((), dtype=torch.float), 0
+    for rows in groups:
+        rows = rows.to(hidden.device)
+        width = int(mask[rows].sum(1).max())
+        docs = batch["row_doc"][rows]
+        enc, enc_mask = hidden.index_select(0, docs), batch["attention_mask"].index_select(0, docs)
+        dec_in, dec_mask = batch["decoder_input_ids"][rows, :width], mask[rows, :width]
+        labels = batch["labels"][rows, :width]
+        if head is not None:
+            logits = head.forward(enc, enc_mask, dec_in, dec_mask)
+            labels = torch.where(labels == IGNORE, labels, to_code[labels.clamp(min=0)])
+        else:
+            from transformers.modeling_outputs import BaseModelOutput
+            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=enc_mask,
+                           decoder_input_ids=dec_in, decoder_attention_mask=dec_mask).logits
+        loss, n = token_loss(logits, labels, label_smoothing)
+        total, n_total = total + loss * n, n_total + n
+    return total / max(n_total, 1), n_total
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, int]:
@@ -298,6 +380,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
         if accelerator.is_main_process:  # the log restarts from the checkpoint: no repeated steps
             atomic_write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
     prefix = list(backbone.decoder_prefix)
+    symbol_ids = torch.tensor(backbone.code_to_id, device=accelerator.device) if cfg.symbol_loss else None
     n_prefix = len(prefix) + (cfg.mode == "rows")
     start = time.perf_counter()
     log_path = out_dir / "train_log.jsonl"
@@ -315,10 +398,8 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
     model.train()
     while not stop and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
-        order = list(range(len(examples)))
-        random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
-        mine = order[rank::world]
-        batches = [mine[i: i + cfg.batch_docs] for i in range(0, len(mine), cfg.batch_docs)]
+        batches = epoch_batches([len(e.input_ids) for e in examples], cfg.batch_docs, seed=cfg.seed, epoch=epoch,
+                                rank=rank, world=world, group_by_length=cfg.group_by_length)
         loss_sum, tok_sum = 0.0, 0
         for b in range(state["batch_in_epoch"], len(batches)):
             batch = collate([(examples[i], decoder_sequences(
@@ -327,8 +408,8 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
                 for i in batches[b]], backbone.pad_id, n_prefix)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
-                logits = row_forward(model, backbone.family, batch)
-                loss, n_tok = token_loss(logits, batch["labels"], cfg.label_smoothing)
+                loss, n_tok = row_loss(model, backbone.family, batch, label_smoothing=cfg.label_smoothing,
+                                       code_to_id=symbol_ids, bucket=cfg.group_by_length)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -401,6 +401,15 @@ class _SymbolLogProbs(LogitsProcessor):
         return scores
 
 
+class _Renormalize(LogitsProcessor):
+    """Log-probabilities over the allowed tokens only. Beam search normalises over the whole
+    vocabulary before the processors run; a model trained with the symbol loss never learned to
+    push ordinary words down, so their mass must not enter the beam scores."""
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        return scores.log_softmax(-1)
+
+
 class _CodeBias(LogitsProcessor):
     """Adds a fixed bias to the symbol ids' scores."""
 
@@ -441,7 +450,8 @@ def _generate(model: PreTrainedModel, hidden: Tensor, attention_mask: Tensor, pr
     with _only_generation_config(model, config):
         out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention_mask,
                              decoder_input_ids=prefixes, generation_config=config,
-                             logits_processor=LogitsProcessorList([*logits_processor, *bias, constraint, recorder]))
+                             logits_processor=LogitsProcessorList([*logits_processor, *bias, constraint,
+                                                                   _Renormalize(), recorder]))
     codes = constraint.codes_of(out.sequences[:, prefixes.shape[1]:])
     n_steps = codes.shape[1]
     source = (out.beam_indices.clamp(min=0) if num_beams > 1  # the flat beam each token came from
@@ -451,8 +461,12 @@ def _generate(model: PreTrainedModel, hidden: Tensor, attention_mask: Tensor, pr
     return codes, picked.exp().masked_fill(codes < 0, float("nan"))
 
 
-class _SymbolHead:
-    """The decoder stack of a seq2seq model and its output layer restricted to the symbol ids."""
+class SymbolHead:
+    """The decoder stack of a seq2seq model and its output layer restricted to the symbol ids.
+
+    Used by `fast_greedy` and by training with `symbol_loss` (the softmax over the symbols the
+    constrained decoder can choose from). Build it per step in training: it gathers the current
+    output weights."""
 
     def __init__(self, model: PreTrainedModel, code_to_id: Tensor):
         self.scale, self.bias, self.cross_projection = 1.0, None, None
@@ -488,6 +502,15 @@ class _SymbolHead:
         logits = self.transform(hidden * self.scale) @ self.weight.T
         return (logits if self.bias is None else logits + self.bias).float()
 
+    def forward(self, encoder_hidden: Tensor, encoder_attention_mask: Tensor, decoder_input_ids: Tensor,
+                decoder_attention_mask: Tensor) -> Tensor:
+        """Teacher-forced symbol logits [rows, T, n_codes]."""
+        if self.cross_projection is not None:
+            encoder_hidden = self.cross_projection(encoder_hidden)
+        out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                           encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask)
+        return self.logits(out.last_hidden_state)
+
 
 @torch.no_grad()
 def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor,
@@ -500,7 +523,7 @@ def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: 
     after a row finished) and their probabilities.
     """
     code_to_id = torch.as_tensor(code_to_id, dtype=torch.long, device=decoder_input_ids.device)
-    head = _SymbolHead(model, code_to_id)
+    head = SymbolHead(model, code_to_id)
     if head.cross_projection is not None:
         encoder_hidden = head.cross_projection(encoder_hidden)
     eos = constraint.layout.eos_code

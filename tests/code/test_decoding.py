@@ -371,8 +371,9 @@ def test_rows_encode_once_equals_reencoding(family, num_beams):
     constraint = SymbolConstraint(layout, ids, slots[doc_of_row], mode="rows", prefix_len=prefixes.shape[1],
                                   heads=heads, num_beams=num_beams)
     sequences = family.model.generate(input_ids=input_ids[doc_of_row], attention_mask=mask[doc_of_row],
-                                      decoder_input_ids=prefixes, logits_processor=[constraint], do_sample=False,
-                                      num_beams=num_beams, max_new_tokens=16, eos_token_id=family.eos)
+                                      decoder_input_ids=prefixes, do_sample=False, num_beams=num_beams,
+                                      logits_processor=[constraint, lambda ids, scores: scores.log_softmax(-1)],
+                                      max_new_tokens=16, eos_token_id=family.eos)  # beams score allowed tokens only
     reference = constraint.codes_of(sequences[:, prefixes.shape[1]:]).tolist()
     assert [r.doc for r in rows] == doc_of_row.tolist() and [r.head for r in rows] == heads
     assert sum(len(r.codes) for r in rows) > 0

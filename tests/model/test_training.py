@@ -1,6 +1,7 @@
 """Training: resume after an interruption reproduces the uninterrupted run; checkpoints are atomic."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -54,3 +55,51 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
     ckpt = Checkpointer(tmp_path)
     (tmp_path / "step-0000009.tmp").mkdir()  # a kill during a write leaves only this
     assert ckpt.latest() is None
+
+
+@pytest.mark.parametrize("family", ["tiny-t5", "tiny-bart", "minilm"])
+def test_symbol_loss_and_length_buckets_equal_the_full_forward(small, family):
+    """The symbol loss is the full model's cross-entropy renormalised over the symbol ids, and
+    decoding rows in length buckets changes nothing but the padding."""
+    import torch
+
+    from dore.sampling import SamplingConfig
+    from dore.train import IGNORE, collate, decoder_sequences, make_examples, row_forward, row_loss, token_loss
+
+    docs, layout = small
+    backbone = load_backbone(family, layout, seed=0)
+    model = backbone.model.eval()
+    examples = make_examples(docs[:3], backbone, layout, None, Counter())
+    prefix = list(backbone.decoder_prefix)
+    batch = collate([(e, decoder_sequences(e, layout, SamplingConfig.parse("dynamic"), "rows", seed=0, epoch=0,
+                                           prefix=prefix, code_to_id=backbone.code_to_id, max_len=None,
+                                           counts=Counter())) for e in examples], backbone.pad_id, len(prefix) + 1)
+    lengths = batch["decoder_attention_mask"].sum(1)
+    assert lengths.max() > 2 * lengths.min()  # buckets really differ in width
+    ids = torch.tensor(backbone.code_to_id)
+    with torch.no_grad():
+        logits = row_forward(model, backbone.family, batch)
+        full, n = token_loss(logits, batch["labels"], 0.0)
+        to_code = torch.full((int(ids.max()) + 1,), IGNORE)
+        to_code[ids] = torch.arange(len(ids))
+        labels = batch["labels"]
+        restricted, _ = token_loss(logits[..., ids], torch.where(labels == IGNORE, labels, to_code[labels.clamp(min=0)]), 0.0)
+        bucketed, n_b = row_loss(model, backbone.family, batch, bucket=True)
+        symbol, n_s = row_loss(model, backbone.family, batch, code_to_id=ids, bucket=True)
+    assert n == n_b == n_s
+    assert bucketed.item() == pytest.approx(full.item(), abs=1e-4)
+    assert symbol.item() == pytest.approx(restricted.item(), abs=1e-4)
+    assert symbol.item() < full.item()  # the ordinary words' probability mass is gone
+
+
+def test_length_grouped_batches_are_a_shuffled_partition():
+    from dore.train import epoch_batches
+
+    lengths = [(i * 37) % 101 for i in range(103)]
+    batches = epoch_batches(lengths, 4, seed=1, epoch=0, group_by_length=True)
+    assert sorted(i for b in batches for i in b) == list(range(103))
+    assert batches != epoch_batches(lengths, 4, seed=1, epoch=1, group_by_length=True)
+    assert batches == epoch_batches(lengths, 4, seed=1, epoch=0, group_by_length=True)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+    plain = epoch_batches(lengths, 4, seed=1, epoch=0)
+    assert spread < sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain) / 4
