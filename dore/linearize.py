@@ -30,7 +30,7 @@ Tuple_ = tuple[int, ...]
 class Targets:
     layout: IdLayout
     assignment: SlotAssignment
-    tuples: list[Tuple_]  # sorted; positives and NA negatives
+    tuples: list[Tuple_]  # positives and NA negatives, in the target order (row-column: sorted)
     row_heads: list[int]  # every slot that heads a row (empty rows included)
     strategy: str = "none"  # the sampling strategy actually applied
     lost: Counter = field(default_factory=Counter)  # positives that cannot be targets, by reason
@@ -60,7 +60,7 @@ def positive_tuples(doc: Document, layout: IdLayout, assignment: SlotAssignment)
     A binary layout over 4-ary relations (SciREX binary) projects each relation onto its
     argument pairs, earlier type block first.
     """
-    out, lost = set(), Counter()
+    out, lost = {}, Counter()  # insertion-ordered: the dataset's annotation order survives
     for rel in doc.relations:
         code = layout.relation_code(rel.label)
         if layout.arity == 2 and len(rel.args) > 2:
@@ -77,13 +77,26 @@ def positive_tuples(doc: Document, layout: IdLayout, assignment: SlotAssignment)
             slots = tuple(assignment.slot_of[a] for a in args)
             if layout.ordered_types:
                 slots = tuple(sorted(slots))
-            out.add((*slots, code))
-    return sorted(out), lost
+            out.setdefault((*slots, code), None)
+    return list(out), lost
+
+
+ORDERS = ("row-column", "annotation", "random")
 
 
 def build_targets(doc: Document, layout: IdLayout, sampling: SamplingConfig | None = None, *,
-                  seed: int = 0, epoch: int = 0, assignment: SlotAssignment | None = None) -> Targets:
-    """Positives plus negatives sampled for (seed, epoch, document), in row-column order."""
+                  seed: int = 0, epoch: int = 0, assignment: SlotAssignment | None = None,
+                  order: str = "row-column") -> Targets:
+    """Positives plus negatives sampled for (seed, epoch, document), in `order`:
+
+    - `row-column` (DORE): sorted by head, then tail, then relation;
+    - `annotation` (ablation): positives in the dataset file's order, then the negatives sorted;
+    - `random` (ablation): all tuples shuffled, redrawn every epoch.
+
+    In rows mode each row keeps its tuples' relative order.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
     assignment = assignment or layout.assign(doc)
     positives, lost = positive_tuples(doc, layout, assignment)
     domain = layout.cell_domain(assignment.slots)
@@ -98,7 +111,14 @@ def build_targets(doc: Document, layout: IdLayout, sampling: SamplingConfig | No
                                             same_axis=layout.arity == 2 and not layout.typed)
         negatives = [(*c, layout.na_code) for c in chosen]
     heads = sorted(set(layout.row_heads(assignment.slots)) | {t[0] for t in positives})
-    return Targets(layout, assignment, sorted(positives + negatives), heads, strategy, lost)
+    if order == "row-column":
+        tuples = sorted(positives + negatives)
+    elif order == "annotation":
+        tuples = positives + sorted(negatives)
+    else:
+        tuples = positives + negatives
+        random.Random(derived_seed(seed, epoch, doc.doc_id) + 1).shuffle(tuples)
+    return Targets(layout, assignment, tuples, heads, strategy, lost)
 
 
 def _ranks(layout: IdLayout, assignment: SlotAssignment) -> dict[int, int]:

@@ -107,7 +107,8 @@ def train(params: PipelineParams, *, resume: bool = True) -> dict:
     train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
     cfg = params.train
     backbone = load_trained(cfg.init_from, layout) if cfg.init_from else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed)
-    decoding = DecodingConfig(mode=cfg.mode, num_beams=1)  # select with greedy decoding
+    decoding = DecodingConfig(mode=cfg.mode, num_beams=1, symbol_head=True, order=cfg.order,  # select greedily
+                              chunk_length=cfg.chunk_length, max_source_length=cfg.max_source_length)
     extractor = Extractor(backbone, layout, decoding)
     out = artifacts_dir(params)
     data_hash = training_data_hash(train_docs)
@@ -128,6 +129,33 @@ def train(params: PipelineParams, *, resume: bool = True) -> dict:
     return summary
 
 
+def tune_decoding(params: PipelineParams, na_biases=(0.0, -1.0, -2.0, -3.0, -4.0),
+                  eos_biases=(0.0,)) -> dict:
+    """Choose the NA and EOS logit biases on dev (never test) and store them in the model card.
+
+    The generative counterpart of ATLOP's adaptive threshold: a model that learned "no relation"
+    too well is pushed toward answering. Greedy decoding, the selection metric is dev F1.
+    """
+    from dore.evaluate import score
+    from dore.predict import MODEL_CARD, Extractor
+
+    out = artifacts_dir(params)
+    extractor = Extractor.from_pretrained(out / "model")
+    dev_docs, train_docs = load_split(params, "dev"), load_split(params, "train")
+    sweep = []
+    for na in na_biases:
+        for eos in eos_biases:
+            decoding = extractor.decoding.model_copy(update={"na_bias": na, "eos_bias": eos, "num_beams": 1})
+            metrics = _scalars(score(_predictions(extractor, dev_docs, decoding), dev_docs, train_docs=train_docs))
+            sweep.append({"na_bias": na, "eos_bias": eos, **metrics})
+    best = max(sweep, key=lambda r: (r["f1"], -abs(r["na_bias"]) - abs(r["eos_bias"])))
+    card = {**extractor.card, "decoding": {**extractor.decoding.model_dump(), "na_bias": best["na_bias"],
+                                           "eos_bias": best["eos_bias"]}, "decoding_tuned_on": "dev"}
+    atomic_write_text(out / "model" / MODEL_CARD, json.dumps(card, indent=1, default=str))
+    atomic_write_text(out / "decoding_sweep.json", json.dumps(sweep, indent=1))
+    return {"chosen": {"na_bias": best["na_bias"], "eos_bias": best["eos_bias"]}, "dev_f1": best["f1"], "sweep": sweep}
+
+
 def _predictions(extractor, docs, decoding=None):
     return {d.doc_id: [(r.args, r.label) for r in rels] for d, rels in zip(docs, extractor.extract(docs, decoding))}
 
@@ -145,7 +173,9 @@ def evaluate(params: PipelineParams, split: str = "test") -> dict:
     extractor = Extractor.from_pretrained(out / "model")
     docs, train_docs = load_split(params, split), load_split(params, "train")
     started = time.perf_counter()
-    preds = _predictions(extractor, docs, extractor.decoding.model_copy(update={"num_beams": params.num_beams}))
+    decoding = extractor.decoding.model_copy(update={"num_beams": params.num_beams,
+                                                     "symbol_head": extractor.decoding.symbol_head and params.num_beams == 1})
+    preds = _predictions(extractor, docs, decoding)
     seconds = time.perf_counter() - started
     metrics = score(preds, docs, train_docs=train_docs)
     setting = get_setting(params.dataset)

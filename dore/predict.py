@@ -42,6 +42,9 @@ class DecodingConfig(BaseModel):
     eos_bias: float = 0.0  # added to the EOS logit (chosen on dev)
     batch_docs: int = 8
     symbol_head: bool = False  # greedy with the output layer over the symbol tokens only (same choices, faster)
+    order: str = "row-column"  # the model's target order; other orders lift the sorted-heads rule
+    chunk_length: int | None = None  # the model's chunked (Fusion-in-Decoder) encoding, as trained
+    max_source_length: int | None = None  # input cap as trained (None: the backbone's positions)
 
 
 @dataclass
@@ -117,8 +120,10 @@ class Extractor:
         for start in range(0, len(docs), cfg.batch_docs):
             chunk = docs[start: start + cfg.batch_docs]
             assignments = [self.check_fits(d) for d in chunk]
-            encoded = [encode_document(d, a, self.backbone.tokenizer, self.backbone.code_to_id,
-                                       self.backbone.max_source_length) for d, a in zip(chunk, assignments)]
+            max_length = cfg.max_source_length or (None if cfg.chunk_length else self.backbone.max_source_length)
+            encoded = [encode_document(d, a, self.backbone.tokenizer, self.backbone.code_to_id, max_length,
+                                       chunk_length=cfg.chunk_length, pad_id=self.backbone.pad_id)
+                       for d, a in zip(chunk, assignments)]
             self.stats.documents += len(chunk)
             self.stats.truncated_inputs += sum(e.truncated for e in encoded)
             self.stats.lost_entities += sum(len(e.lost_entities) for e in encoded)
@@ -141,14 +146,14 @@ class Extractor:
 
     def _decode(self, docs, assignments, input_ids, cfg: DecodingConfig):
         """Encode the batch once, decode rows (or sequences) under the symbol constraint, parse."""
-        from dore.model.decoding import generate_rows, generate_sequence, slot_mask
+        from dore.model.decoding import Rules, generate_rows, generate_sequence, slot_mask
 
         bb, layout = self.backbone, self.layout
         device = next(bb.model.parameters()).device
         ids = torch.full((len(input_ids), max(map(len, input_ids))), bb.pad_id, dtype=torch.long)
         for i, seq in enumerate(input_ids):
             ids[i, : len(seq)] = torch.tensor(seq)
-        attention = (torch.arange(ids.shape[1])[None, :] < torch.tensor([len(x) for x in input_ids])[:, None]).long()
+        attention = (ids != bb.pad_id).long()  # chunked inputs hold padding inside
         slots = [a.slots for a in assignments]
         code_bias = None
         if cfg.na_bias or cfg.eos_bias:
@@ -157,7 +162,8 @@ class Extractor:
         common = dict(layout=layout, code_to_id=bb.code_to_id, decoder_prefix=bb.decoder_prefix,
                       doc_slots=slot_mask(layout, slots), num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
                       max_new_tokens=cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, assignments),
-                      code_bias=code_bias, symbol_head=cfg.symbol_head)
+                      code_bias=code_bias, symbol_head=cfg.symbol_head,
+                      rules=Rules(sorted_heads=cfg.order == "row-column"), chunk_length=cfg.chunk_length)
         if cfg.mode == "rows":
             heads = [layout.row_heads(s) for s in slots]
             decoded = generate_rows(bb.model, ids.to(device), attention.to(device), heads, **common)

@@ -44,9 +44,11 @@ class TrainConfig(BaseModel):
     backbone: str = "minilm"
     mode: Literal["rows", "sequence"] = "rows"
     sampling: str = Field("dynamic", description="negative sampling spec, e.g. dynamic, diagonal:1, random:0.1, all")
+    order: Literal["row-column", "annotation", "random"] = Field(
+        "row-column", description="target tuple order (annotation / random: the paper's order ablations)")
     epochs: int = 10
     max_steps: int | None = Field(None, description="stop after this many optimizer steps")
-    max_minutes: float | None = Field(None, description="stop after this wall time (checkpoint kept)")
+    max_minutes: float | None = Field(None, description="stop after this much training wall time, summed over resumed runs")
     lr: float = 5e-5
     lr_new: float | None = Field(None, description="learning rate of newly initialised parameters (cross-attention, new embeddings' owners); default lr")
     weight_decay: float = 0.01
@@ -60,12 +62,14 @@ class TrainConfig(BaseModel):
     group_by_length: bool = Field(True, description="batch documents of similar length and decode rows in length "
                                   "buckets, so little compute goes to padding")
     max_source_length: int | None = None
+    chunk_length: int | None = Field(None, description="encode long documents in windows of this many tokens and "
+                                     "concatenate their states (Fusion-in-Decoder); max_source_length caps the total")
     seed: int = 42
     init: Literal["number", "random"] = "number"
     init_from: str | None = Field(None, description="start from a trained DORE model directory (distant pre-training -> fine-tuning)")
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
     eval_every_epochs: int = 1
-    checkpoint_every_steps: int = 200
+    checkpoint_every_steps: int = 50
     keep_checkpoints: int = 1
     log_every_steps: int = 10
 
@@ -90,14 +94,15 @@ class TrainResult:
 
 
 def make_examples(docs: Sequence[Document], backbone, layout: IdLayout, max_source_length: int | None,
-                  counts: Counter) -> list[Example]:
+                  counts: Counter, chunk_length: int | None = None) -> list[Example]:
     from dore.model.inputs import encode_document
 
     out = []
     for doc in docs:
         assignment = layout.assign(doc)
         enc = encode_document(doc, assignment, backbone.tokenizer, backbone.code_to_id,
-                              max_source_length or backbone.max_source_length)
+                              max_source_length or (None if chunk_length else backbone.max_source_length),
+                              chunk_length=chunk_length, pad_id=backbone.pad_id)
         counts["truncated_inputs"] += int(enc.truncated)
         counts["entities_lost_to_truncation"] += len(enc.lost_entities)
         out.append(Example(doc, assignment, enc.input_ids))
@@ -106,9 +111,9 @@ def make_examples(docs: Sequence[Document], backbone, layout: IdLayout, max_sour
 
 def decoder_sequences(ex: Example, layout: IdLayout, sampling: SamplingConfig, mode: str, *, seed: int,
                       epoch: int, prefix: list[int], code_to_id: Sequence[int], max_len: int | None,
-                      counts: Counter) -> list[list[int]]:
+                      counts: Counter, order: str = "row-column") -> list[list[int]]:
     """Full decoder token sequences (prefix + head + target) of one document for one epoch."""
-    t = build_targets(ex.doc, layout, sampling, seed=seed, epoch=epoch, assignment=ex.assignment)
+    t = build_targets(ex.doc, layout, sampling, seed=seed, epoch=epoch, assignment=ex.assignment, order=order)
     counts.update({f"lost_{k}": v for k, v in t.lost.items()})
     if mode == "rows":
         seqs = [prefix + [code_to_id[h]] + [code_to_id[c] for c in codes] for h, codes in t.rows().items()]
@@ -153,7 +158,7 @@ def collate(batch: list[tuple[Example, list[list[int]]]], pad_id: int, n_prefix:
     rows, row_doc = [], []
     for d, (ex, seqs) in enumerate(batch):
         input_ids[d, : len(ex.input_ids)] = torch.tensor(ex.input_ids)
-        attention[d, : len(ex.input_ids)] = 1
+        attention[d, : len(ex.input_ids)] = input_ids[d, : len(ex.input_ids)] != pad_id  # chunks hold padding
         rows.extend(seqs)
         row_doc.extend([d] * len(seqs))
     dec_len = max(len(s) for s in rows) - 1
@@ -171,11 +176,11 @@ def collate(batch: list[tuple[Example, list[list[int]]]], pad_id: int, n_prefix:
             "labels": labels}
 
 
-def row_forward(model, family: str, batch: dict) -> torch.Tensor:
+def row_forward(model, family: str, batch: dict, chunk_length: int | None = None) -> torch.Tensor:
     """Encode each document once, decode all its rows against the expanded encoder states."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    hidden = encode(model, family, batch)
+    hidden = encode(model, family, batch, chunk_length)
     row_doc = batch["row_doc"]
     out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden.index_select(0, row_doc)),
                 attention_mask=batch["attention_mask"].index_select(0, row_doc),
@@ -184,13 +189,15 @@ def row_forward(model, family: str, batch: dict) -> torch.Tensor:
     return out.logits
 
 
-def encode(model, family: str, batch: dict) -> torch.Tensor:
-    enc_kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+def encode(model, family: str, batch: dict, chunk_length: int | None = None) -> torch.Tensor:
+    from dore.model.inputs import encode_chunks
+
+    extra = {}
     if family == "led":
         glob = torch.zeros_like(batch["attention_mask"])
-        glob[:, 0] = 1
-        enc_kwargs["global_attention_mask"] = glob
-    return model.get_encoder()(**enc_kwargs).last_hidden_state
+        glob[:, :: chunk_length or glob.shape[1]] = 1  # the first token of every window
+        extra["global_attention_mask"] = glob
+    return encode_chunks(model.get_encoder(), batch["input_ids"], batch["attention_mask"], chunk_length, **extra)
 
 
 def length_buckets(lengths: torch.Tensor, ratio: float = 1.5) -> list[torch.Tensor]:
@@ -207,7 +214,8 @@ def length_buckets(lengths: torch.Tensor, ratio: float = 1.5) -> list[torch.Tens
 
 
 def row_loss(model, family: str, batch: dict, *, label_smoothing: float = 0.0,
-             code_to_id: torch.Tensor | None = None, bucket: bool = False) -> tuple[torch.Tensor, int]:
+             code_to_id: torch.Tensor | None = None, bucket: bool = False,
+             chunk_length: int | None = None) -> tuple[torch.Tensor, int]:
     """Mean token cross-entropy of a collated batch, encoding each document once.
 
     `code_to_id`: take the softmax over these ids only (the symbol head); `bucket`: decode rows in
@@ -216,8 +224,8 @@ def row_loss(model, family: str, batch: dict, *, label_smoothing: float = 0.0,
     from dore.model.decoding import SymbolHead
 
     if code_to_id is None and not bucket:
-        return token_loss(row_forward(model, family, batch), batch["labels"], label_smoothing)
-    hidden = encode(model, family, batch)
+        return token_loss(row_forward(model, family, batch, chunk_length), batch["labels"], label_smoothing)
+    hidden = encode(model, family, batch, chunk_length)
     mask = batch["decoder_attention_mask"].long()
     groups = length_buckets(mask.sum(1)) if bucket else [torch.arange(len(mask))]
     head = SymbolHead(model, code_to_id) if code_to_id is not None else None
@@ -229,15 +237,15 @@ def row_loss(model, family: str, batch: dict, *, label_smoothing: float = 0.0,
         rows = rows.to(hidden.device)
         width = int(mask[rows].sum(1).max())
         docs = batch["row_doc"][rows]
-        enc, enc_mask = hidden.index_select(0, docs), batch["attention_mask"].index_select(0, docs)
         dec_in, dec_mask = batch["decoder_input_ids"][rows, :width], mask[rows, :width]
         labels = batch["labels"][rows, :width]
-        if head is not None:
-            logits = head.forward(enc, enc_mask, dec_in, dec_mask)
+        if head is not None:  # cross-attention keys/values once per document
+            logits = head.forward(hidden, batch["attention_mask"], dec_in, dec_mask, row_doc=docs)
             labels = torch.where(labels == IGNORE, labels, to_code[labels.clamp(min=0)])
         else:
             from transformers.modeling_outputs import BaseModelOutput
-            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=enc_mask,
+            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden.index_select(0, docs)),
+                           attention_mask=batch["attention_mask"].index_select(0, docs),
                            decoder_input_ids=dec_in, decoder_attention_mask=dec_mask).logits
         loss, n = token_loss(logits, labels, label_smoothing)
         total, n_total = total + loss * n, n_total + n
@@ -362,7 +370,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
                               gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed)
     counts: Counter = Counter()
-    examples = make_examples(train_docs, backbone, layout, cfg.max_source_length, counts)
+    examples = make_examples(train_docs, backbone, layout, cfg.max_source_length, counts, cfg.chunk_length)
     sampling = SamplingConfig.parse(cfg.sampling)
     rank, world = accelerator.process_index, accelerator.num_processes
     batches_per_epoch = math.ceil(len(examples[rank::world]) / cfg.batch_docs)
@@ -373,7 +381,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     ckpt = Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": []}
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": [], "seconds": 0.0}
     if resume and (latest := ckpt.latest()) is not None:
         state = Checkpointer.load(latest, accelerator.unwrap_model(model), optimizer, scheduler)
         accelerator.print(f"resumed from {latest} (step {state['step']})")
@@ -382,7 +390,8 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
     prefix = list(backbone.decoder_prefix)
     symbol_ids = torch.tensor(backbone.code_to_id, device=accelerator.device) if cfg.symbol_loss else None
     n_prefix = len(prefix) + (cfg.mode == "rows")
-    start = time.perf_counter()
+    # the budget counts training time over every resumed session, not just this one
+    start = time.perf_counter() - state.get("seconds", 0.0)
     log_path = out_dir / "train_log.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -404,12 +413,13 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
         for b in range(state["batch_in_epoch"], len(batches)):
             batch = collate([(examples[i], decoder_sequences(
                 examples[i], layout, sampling, cfg.mode, seed=cfg.seed, epoch=epoch, prefix=prefix,
-                code_to_id=backbone.code_to_id, max_len=backbone.max_target_length, counts=counts))
+                code_to_id=backbone.code_to_id, max_len=backbone.max_target_length, counts=counts, order=cfg.order))
                 for i in batches[b]], backbone.pad_id, n_prefix)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 loss, n_tok = row_loss(model, backbone.family, batch, label_smoothing=cfg.label_smoothing,
-                                       code_to_id=symbol_ids, bucket=cfg.group_by_length)
+                                       code_to_id=symbol_ids, bucket=cfg.group_by_length,
+                                       chunk_length=cfg.chunk_length)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -428,6 +438,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
             minutes = (time.perf_counter() - start) / 60
             stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \
                    (cfg.max_minutes is not None and minutes >= cfg.max_minutes)
+            state["seconds"] = time.perf_counter() - start
             if state["step"] % cfg.checkpoint_every_steps == 0 or stop:
                 if accelerator.is_main_process:
                     ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)

@@ -50,10 +50,13 @@ from torch import Tensor, nn
 from transformers import (BertLMHeadModel, EncoderDecoderModel, GenerationConfig, LogitsProcessor,
                           LogitsProcessorList, PreTrainedModel, PrefixConstrainedLogitsProcessor,
                           RobertaForCausalLM)
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.bert.modeling_bert import BertCrossAttention
 from transformers.models.roberta.modeling_roberta import gelu
 
 from dore.layout import IdLayout
+from dore.model.inputs import encode_chunks
 
 Mode = Literal["sequence", "rows"]
 _NEG_INF = float("-inf")
@@ -503,13 +506,50 @@ class SymbolHead:
         return (logits if self.bias is None else logits + self.bias).float()
 
     def forward(self, encoder_hidden: Tensor, encoder_attention_mask: Tensor, decoder_input_ids: Tensor,
-                decoder_attention_mask: Tensor) -> Tensor:
-        """Teacher-forced symbol logits [rows, T, n_codes]."""
+                decoder_attention_mask: Tensor, row_doc: Tensor | None = None) -> Tensor:
+        """Teacher-forced symbol logits [rows, T, n_codes].
+
+        With `row_doc` (the document of each row), `encoder_hidden` and its mask are per document
+        and the cross-attention keys and values are projected once per document, then shared by
+        its rows: with ~20 rows per document that projection was most of a training step.
+        """
         if self.cross_projection is not None:
             encoder_hidden = self.cross_projection(encoder_hidden)
+        cache = None
+        if row_doc is not None:
+            cache = shared_cross_attention_cache(self.decoder, encoder_hidden, row_doc)
+            encoder_hidden = encoder_hidden.index_select(0, row_doc)
+            encoder_attention_mask = encoder_attention_mask.index_select(0, row_doc)
         out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
-                           encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask)
+                           encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask,
+                           past_key_values=cache, use_cache=cache is not None)
         return self.logits(out.last_hidden_state)
+
+
+def _cross_attentions(decoder: nn.Module) -> list[tuple[nn.Module, nn.Linear, nn.Linear, int]]:
+    """(module, key projection, value projection, head size) of each decoder cross-attention."""
+    found = []
+    for name, module in decoder.named_modules():
+        if isinstance(module, BertCrossAttention):  # BERT / RoBERTa-style warm-started decoders
+            found.append((module, module.key, module.value, module.attention_head_size))
+        elif name.endswith("encoder_attn"):  # BART, LED
+            found.append((module, module.k_proj, module.v_proj, module.head_dim))
+        elif name.endswith("EncDecAttention"):  # T5
+            found.append((module, module.k, module.v, module.key_value_proj_dim))
+    return found
+
+
+def shared_cross_attention_cache(decoder: nn.Module, encoder_hidden: Tensor, row_doc: Tensor) -> EncoderDecoderCache:
+    """A cache whose cross-attention keys/values are projected per document and gathered per row
+    (autograd flows through the gather); the decoder's attention layers then skip the projection."""
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    docs, length = encoder_hidden.shape[:2]
+    for module, key, value, head_size in sorted(_cross_attentions(decoder), key=lambda m: m[0].layer_idx):
+        k = key(encoder_hidden).view(docs, length, -1, head_size).transpose(1, 2).index_select(0, row_doc)
+        v = value(encoder_hidden).view(docs, length, -1, head_size).transpose(1, 2).index_select(0, row_doc)
+        cache.cross_attention_cache.update(k, v, module.layer_idx)
+        cache.is_updated[module.layer_idx] = True
+    return cache
 
 
 @torch.no_grad()
@@ -553,13 +593,13 @@ def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: 
 def _decode(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, doc_of_row: Tensor,
             prefixes: Tensor, constraint: SymbolConstraint, heads: list[int] | None, *, num_beams: int,
             length_penalty: float, max_new_tokens: int, symbol_head: bool, code_bias: Sequence[float] | Tensor | None,
-            logits_processor: Sequence[LogitsProcessor]) -> list[Decoded]:
+            logits_processor: Sequence[LogitsProcessor], chunk_length: int | None = None) -> list[Decoded]:
     """Encode each document once, give each row its document's encoder states, decode."""
     if code_bias is not None:
         code_bias = torch.as_tensor(code_bias, dtype=torch.float, device=input_ids.device)
         if code_bias.shape != constraint.code_to_id.shape:
             raise ValueError(f"code_bias needs one value per code ({len(constraint.code_to_id)})")
-    hidden = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = encode_chunks(model.get_encoder(), input_ids, attention_mask, chunk_length)
     hidden, attention_mask = hidden.index_select(0, doc_of_row), attention_mask.index_select(0, doc_of_row)
     if symbol_head:
         if num_beams != 1 or logits_processor:
@@ -585,7 +625,7 @@ def generate_rows(model: PreTrainedModel, input_ids: Tensor, attention_mask: Ten
                   decoder_prefix: Sequence[int], doc_slots: Tensor, rules: Rules = Rules(), num_beams: int = 1,
                   length_penalty: float = 1.0, max_new_tokens: int = 64, symbol_head: bool = False,
                   code_bias: Sequence[float] | Tensor | None = None,
-                  logits_processor: Sequence[LogitsProcessor] = ()) -> list[Decoded]:
+                  logits_processor: Sequence[LogitsProcessor] = (), chunk_length: int | None = None) -> list[Decoded]:
     """Parallel row generation: one sequence per (document, head), each document encoded once.
 
     `doc_slots`: bool [n_docs, n_slots] (`slot_mask`). Rows come back document by document, heads
@@ -610,7 +650,7 @@ def generate_rows(model: PreTrainedModel, input_ids: Tensor, attention_mask: Ten
                                   prefix_len=prefixes.shape[1], heads=heads, num_beams=num_beams, rules=rules)
     return _decode(model, input_ids, attention_mask, doc_of_row, prefixes, constraint, heads, num_beams=num_beams,
                    length_penalty=length_penalty, max_new_tokens=max_new_tokens, symbol_head=symbol_head,
-                   code_bias=code_bias, logits_processor=logits_processor)
+                   code_bias=code_bias, logits_processor=logits_processor, chunk_length=chunk_length)
 
 
 @torch.no_grad()
@@ -619,7 +659,7 @@ def generate_sequence(model: PreTrainedModel, input_ids: Tensor, attention_mask:
                       rules: Rules = Rules(), num_beams: int = 1, length_penalty: float = 1.0,
                       max_new_tokens: int = 520, symbol_head: bool = False,
                       code_bias: Sequence[float] | Tensor | None = None,
-                      logits_processor: Sequence[LogitsProcessor] = ()) -> list[Decoded]:
+                      logits_processor: Sequence[LogitsProcessor] = (), chunk_length: int | None = None) -> list[Decoded]:
     """Single-sequence generation: the whole relation matrix of each document as one sequence
     (one row per document, options as in `generate_rows`)."""
     if len(doc_slots) != len(input_ids):
@@ -632,7 +672,7 @@ def generate_sequence(model: PreTrainedModel, input_ids: Tensor, attention_mask:
     return _decode(model, input_ids, attention_mask, torch.arange(len(input_ids), device=device), prefixes,
                    constraint, None, num_beams=num_beams, length_penalty=length_penalty,
                    max_new_tokens=max_new_tokens, symbol_head=symbol_head, code_bias=code_bias,
-                   logits_processor=logits_processor)
+                   logits_processor=logits_processor, chunk_length=chunk_length)
 
 
 # --- states and timing -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ class EncodedInput:
     lost_entities: list[int]  # entity indices with a slot whose every mention was cut off
     truncated: bool
     n_tokens_before_truncation: int
+    chunks: int = 1  # > 1: input_ids are `chunks` framed windows, each padded to the chunk length
 
 
 def is_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -70,13 +71,19 @@ def special_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[i
 
 
 def encode_document(doc: Document, assignment: SlotAssignment, tokenizer: PreTrainedTokenizerBase,
-                    code_to_id: Sequence[int], max_length: int | None) -> EncodedInput:
+                    code_to_id: Sequence[int], max_length: int | None, *, chunk_length: int | None = None,
+                    pad_id: int | None = None) -> EncodedInput:
     """Mark every mention of every slotted entity and frame the result with the special tokens.
 
     At each word boundary, end markers come first (later-starting mentions close first),
     then start markers (longer mentions open first): nested mentions nest properly. Repeated
     mentions of one entity on one span are marked once. `max_length` counts the special
     tokens; None keeps the whole document.
+
+    With `chunk_length` (Fusion-in-Decoder style, for documents longer than the encoder's
+    positions), the marked body is cut into windows that each fit `chunk_length` with their own
+    special tokens, cut where no mention is open when possible; each window is padded with
+    `pad_id` to `chunk_length`, and `max_length` then bounds the total (a multiple of it).
     """
     n_words = len(doc.tokens)
     # Mentions as (start, end, slot); a slot's code is its index in code_to_id.
@@ -107,6 +114,8 @@ def encode_document(doc: Document, assignment: SlotAssignment, tokenizer: PreTra
         body.extend(pieces)
 
     prefix, suffix = special_frame(tokenizer)
+    if chunk_length is not None:
+        return _chunked(body, marker_at, assignment, prefix, suffix, chunk_length, max_length, pad_id)
     n_full = len(prefix) + len(body) + len(suffix)
     keep = len(body)
     if max_length is not None and n_full > max_length:
@@ -118,6 +127,48 @@ def encode_document(doc: Document, assignment: SlotAssignment, tokenizer: PreTra
     lost = sorted(e for e, slot in assignment.slot_of.items() if slot not in kept_slots)
     return EncodedInput(input_ids=prefix + body[:keep] + suffix, lost_entities=lost,
                         truncated=keep < len(body), n_tokens_before_truncation=n_full)
+
+
+def _chunked(body: list[int], marker_at: dict, assignment: SlotAssignment, prefix: list[int], suffix: list[int],
+             chunk_length: int, max_length: int | None, pad_id: int | None) -> EncodedInput:
+    if pad_id is None:
+        raise ValueError("chunked encoding needs the pad id")
+    window = chunk_length - len(prefix) - len(suffix)
+    if window < 1:
+        raise ValueError(f"chunk_length {chunk_length} leaves no room inside the special tokens")
+    max_chunks = None if max_length is None else max(1, max_length // chunk_length)
+    spans = list(marker_at.values())
+    ids, start = [], 0
+    while start < len(body) and (max_chunks is None or len(ids) < max_chunks * chunk_length):
+        rest = [(a - start, b - start) for a, b in spans if b >= start and a >= start]
+        cut = _last_closed_cut(rest, len(body) - start, min(window, len(body) - start)) or min(window, len(body) - start)
+        piece = prefix + body[start: start + cut] + suffix
+        ids += piece + [pad_id] * (chunk_length - len(piece))
+        start += cut
+    kept_slots = {slot for (_, _, slot), (_, end_index) in marker_at.items() if end_index < start}
+    lost = sorted(e for e, slot in assignment.slot_of.items() if slot not in kept_slots)
+    n_chunks = max(1, len(ids) // chunk_length)
+    if not ids:  # an empty document still gets one framed window
+        ids = prefix + suffix + [pad_id] * (chunk_length - len(prefix) - len(suffix))
+    return EncodedInput(input_ids=ids, lost_entities=lost, truncated=start < len(body),
+                        n_tokens_before_truncation=len(prefix) + len(body) + len(suffix), chunks=n_chunks)
+
+
+def encode_chunks(encoder, input_ids, attention_mask, chunk_length: int | None, **kwargs):
+    """Encoder states of [batch, length] inputs; with `chunk_length`, each window of that many
+    tokens is encoded on its own (its own positions) and the states are concatenated back, so the
+    decoder cross-attends over the whole document."""
+    batch, length = input_ids.shape
+    if chunk_length is None or length <= chunk_length:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+    if length % chunk_length:
+        raise ValueError(f"chunked inputs must be padded to a multiple of {chunk_length}, got {length}")
+    ids = input_ids.reshape(-1, chunk_length)
+    mask = attention_mask.reshape(-1, chunk_length).clone()
+    mask[:, 0] = 1  # an all-padding window (a shorter document in the batch) must not yield NaNs
+    kwargs = {k: v.reshape(-1, chunk_length) for k, v in kwargs.items()}
+    hidden = encoder(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+    return hidden.reshape(batch, length, -1)
 
 
 def _last_closed_cut(pairs, length: int, budget: int) -> int:

@@ -143,3 +143,58 @@ def test_truncated_real_documents_keep_markers_paired(backbone, layout, docs):
         assert enc.lost_entities == absent
         n_lost += len(absent)
     assert n_lost > 0
+
+
+def test_chunked_encoding_keeps_every_mention_and_frames_each_window(backbone, layout, docs):
+    """Fusion-in-Decoder inputs: windows of `chunk_length` with their own special tokens, padded,
+    cut where no mention is open; nothing is lost however long the document."""
+    doc = max(docs, key=lambda d: len(d.tokens))
+    assignment = layout.assign(doc)
+    prefix, suffix = special_frame(backbone.tokenizer)
+    enc = encode_document(doc, assignment, backbone.tokenizer, backbone.code_to_id, None, chunk_length=64,
+                          pad_id=backbone.pad_id)
+    whole = encode_document(doc, assignment, backbone.tokenizer, backbone.code_to_id, None)
+    assert enc.chunks > 3 and len(enc.input_ids) == 64 * enc.chunks and not enc.truncated and not enc.lost_entities
+    body = []
+    for c in range(enc.chunks):
+        window = [t for t in enc.input_ids[64 * c: 64 * (c + 1)] if t != backbone.pad_id]
+        assert window[: len(prefix)] == prefix and window[len(window) - len(suffix):] == suffix
+        body += window[len(prefix): len(window) - len(suffix)]
+    assert prefix + body + suffix == whole.input_ids  # the windows partition the marked document
+    capped = encode_document(doc, assignment, backbone.tokenizer, backbone.code_to_id, 128, chunk_length=64,
+                             pad_id=backbone.pad_id)
+    assert capped.chunks == 2 and capped.truncated and capped.lost_entities
+
+
+def test_a_mention_past_the_first_window_reaches_the_decoder(layout, docs):
+    """Perturbing a marker in the last window changes the decoder's output only with chunking
+    (truncated at one window, the decoder never sees it)."""
+    import torch
+
+    from dore.model.inputs import encode_chunks
+
+    bb = load_backbone("tiny-bart", layout, seed=0)
+    model = bb.model.eval()
+    doc = max(docs, key=lambda d: len(d.tokens))
+    enc = encode_document(doc, layout.assign(doc), bb.tokenizer, bb.code_to_id, None, chunk_length=64,
+                          pad_id=bb.pad_id)
+    ids = torch.tensor([enc.input_ids])
+    markers = [i for i, t in enumerate(enc.input_ids) if t in set(bb.code_to_id) and i >= 64 * (enc.chunks - 1)]
+    assert markers and markers[0] > 64
+    changed = ids.clone()
+    changed[0, markers[0]] = bb.code_to_id[(bb.code_to_id.index(int(ids[0, markers[0]])) + 1) % layout.n_slots]
+
+    def decoder_logits(input_ids, chunk_length):
+        mask = (input_ids != bb.pad_id).long()
+        hidden = encode_chunks(model.get_encoder(), input_ids, mask, chunk_length)
+        start = torch.tensor([bb.decoder_prefix])
+        return model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=start).logits
+
+    with torch.no_grad():
+        assert not torch.allclose(decoder_logits(ids, 64), decoder_logits(changed, 64))
+        first = ids[:, :64]
+        assert torch.equal(decoder_logits(first, None), decoder_logits(changed[:, :64], None))
+        # each window is encoded on its own: the first window's states do not depend on the rest
+        hidden = encode_chunks(model.get_encoder(), ids, (ids != bb.pad_id).long(), 64)
+        alone = model.get_encoder()(input_ids=first, attention_mask=(first != bb.pad_id).long()).last_hidden_state
+        assert torch.allclose(hidden[:, :64], alone, atol=1e-5)

@@ -84,3 +84,21 @@ def test_parse_inverts_linearize_for_sequence_and_rows():
     assert parse_rows(t.rows(), lay, slots) == t.positives
     rels = tuples_to_relations(t.positives, lay, t.assignment.entity_of)
     assert sorted(rels) == sorted({(r.args, r.label) for r in doc.relations})
+
+
+
+def test_target_orders_hold_the_same_tuples():
+    """Row-column sorts; annotation keeps the file's order of positives (negatives after, sorted);
+    random reshuffles every epoch. All three hold the same tuples."""
+    lay = docred_layout(REL, n_slots=10)
+    doc = make_doc([[(0, 1)], [(1, 2)], [(2, 3)]], [(2, 0, "P1"), (0, 2, "P3"), (1, 0, "P2"), (0, 2, "P1")])
+    sampling = SamplingConfig.parse("all")
+    row_column = build_targets(doc, lay, sampling).tuples
+    annotation = build_targets(doc, lay, sampling, order="annotation").tuples
+    assert annotation[:4] == [(2, 0, 10), (0, 2, 12), (1, 0, 11), (0, 2, 10)]
+    assert annotation[4:] == sorted(annotation[4:]) and all(t[-1] == lay.na_code for t in annotation[4:])
+    shuffled = [build_targets(doc, lay, sampling, order="random", epoch=e).tuples for e in range(3)]
+    assert all(sorted(t) == row_column for t in [annotation, *shuffled])
+    assert len({tuple(t) for t in shuffled}) > 1 and row_column not in shuffled
+    with pytest.raises(ValueError, match="order"):
+        build_targets(doc, lay, order="alphabetical")
