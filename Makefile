@@ -4,13 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL := /bin/bash
 
-# Offline-first: analytics and hub access off (../shared/notes/stack.md §10).
-export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 BENTOML_DO_NOT_TRACK=true
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
-export HF_HOME=$(CURDIR)/.cache/hf PREFECT_HOME=$(CURDIR)/.prefect BENTOML_HOME=$(CURDIR)/.bentoml
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 TOKENIZERS_PARALLELISM=false
+# Offline-first: analytics and hub access off (../shared/notes/stack.md §10). One variable per
+# `export` line: `export A=1 B=2` would set A to "1 B=2".
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export BENTOML_DO_NOT_TRACK := true
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_EVALUATE_OFFLINE := 1
+export HF_HOME := $(CURDIR)/.cache/hf
+export PREFECT_HOME := $(CURDIR)/.prefect
+export BENTOML_HOME := $(CURDIR)/.bentoml
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test pipeline bench lock
+.PHONY: install test pipeline bench lock prefect-up prefect-down
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -23,8 +33,20 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+# The main job: the DVC stages of the embedded default (validate -> convert -> train -> evaluate ->
+# package on a small real Re-DocRED subset, MiniLM, CPU); the data are imported on first use.
 pipeline: install
-	$(VENV)/bin/dore pipeline
+	[ -d data ] || $(VENV)/bin/dore data import
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro package@docred
+	$(VENV)/bin/dvc metrics show artifacts/docred/metrics.json
+	@echo "packaged model:" && cat artifacts/docred/package.json
+
+# A local Prefect server, the local-process work pool, the deployments of prefect.yaml and a worker.
+prefect-up: install
+	scripts/prefect_local.sh up
+
+prefect-down:
+	scripts/prefect_local.sh down
 
 bench: install
 	$(PY) bench/bench_decoding.py

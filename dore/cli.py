@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dore.data_import import DEFAULT_DEST, DEFAULT_SOURCE
 from dore.env import set_offline_defaults
 
 set_offline_defaults()
@@ -211,6 +212,57 @@ def evaluate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("art
     record = pipeline.evaluate(params, split)
     console.print(_table(f"{dataset} {split} [{record['scorer']}] ({record['setting']})",
                          {k: v for k, v in record.items() if isinstance(v, (int, float))}))
+
+
+@app.command("package")
+def package_command(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts")):
+    """Stage package: the selected model (artifacts/<dataset>/model) into the BentoML model store."""
+    from dore import stages
+
+    record = stages.package(_params(dataset, artifacts, None, None, None))
+    console.print(f"packaged model: {record['tag']} at {record['bento_path']} (from {record['model_dir']})")
+
+
+StageName = Annotated[str, typer.Argument(help="validate | convert | train | evaluate | package")]
+
+
+@app.command()
+def stage(
+    name: StageName,
+    section: Annotated[str, typer.Option(help="the params file's section: docred | cdr | gda | scirex")] = "docred",
+    params_file: Annotated[Path, typer.Option("--params", help="one section per dataset")] = Path("params.yaml"),
+    artifacts: ArtifactsOpt = Path("artifacts"),
+):
+    """One stage with a params.yaml section's parameters (what the DVC stages run)."""
+    from dore import stages
+    from dore.presets import load_section
+
+    if name not in stages.STAGES:
+        raise typer.BadParameter(f"{name!r}; choose one of {', '.join(stages.STAGES)}", param_hint="NAME")
+    result = stages.STAGES[name](load_section(params_file, section, artifacts=str(artifacts)))
+    console.print_json(json.dumps(result, default=str))
+
+
+data_app = typer.Typer(no_args_is_help=True, help="The benchmark data under data/, versioned by DVC.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("import")
+def data_import(
+    source: Annotated[Path, typer.Option(help="local mirror of the benchmark files")] = DEFAULT_SOURCE,
+    dest: Annotated[Path, typer.Option(help="destination folder (tracked by DVC)")] = DEFAULT_DEST,
+    track: Annotated[bool, typer.Option("--dvc/--no-dvc", help="record the folder with `dvc add`")] = True,
+):
+    """Copy the raw files the benchmark settings need (and coref/) from a mirror into data/, then `dvc add data`."""
+    from dore.data_import import MirrorMissingError, import_data
+
+    try:
+        result = import_data(source, dest, track=track)
+    except MirrorMissingError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"{result.files} files ({result.bytes / 1e6:.1f} MB, {result.verified} checksums verified) "
+                  f"-> {dest}" + (f"; tracked by {result.dvc_file}" if result.dvc_file else ""))
 
 
 @app.command()

@@ -28,6 +28,8 @@ class PipelineParams(BaseModel):
     limit_test: int | None = Field(50, description="first N test documents (None: all)")
     train: TrainConfig = Field(default_factory=TrainConfig)
     num_beams: int = Field(1, description="beam size for the final evaluation (selection is greedy)")
+    tune_na_biases: list[float] = Field([0.0, -1.0, -2.0, -3.0], description="NA logit biases tried on dev after "
+                                        "training (the best goes into the model card); [0] to skip")
     artifacts: str = "artifacts"
 
 
@@ -125,6 +127,9 @@ def train(params: PipelineParams, *, resume: bool = True) -> dict:
                         on_best=on_best, resume=resume)
     summary = {"steps": result.steps, "epochs": result.epochs_done, "seconds": round(result.seconds, 1),
                "best_dev": result.best_dev, "counts": result.counts}
+    if result.best_dev is not None and len(params.tune_na_biases) > 1:
+        tuned = tune_decoding(params, na_biases=params.tune_na_biases)
+        summary["decoding_tuned_on_dev"] = {**tuned["chosen"], "dev_f1": tuned["dev_f1"]}
     atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
 
@@ -152,7 +157,7 @@ def tune_decoding(params: PipelineParams, na_biases=(0.0, -1.0, -2.0, -3.0, -4.0
     card = {**extractor.card, "decoding": {**extractor.decoding.model_dump(), "na_bias": best["na_bias"],
                                            "eos_bias": best["eos_bias"]}, "decoding_tuned_on": "dev"}
     atomic_write_text(out / "model" / MODEL_CARD, json.dumps(card, indent=1, default=str))
-    atomic_write_text(out / "decoding_sweep.json", json.dumps(sweep, indent=1))
+    atomic_write_text(out / "train" / "decoding_sweep.json", json.dumps(sweep, indent=1))
     return {"chosen": {"na_bias": best["na_bias"], "eos_bias": best["eos_bias"]}, "dev_f1": best["f1"], "sweep": sweep}
 
 
@@ -181,7 +186,9 @@ def evaluate(params: PipelineParams, split: str = "test") -> dict:
     setting = get_setting(params.dataset)
     record = {"dataset": params.dataset, "split": split, "setting": setting.split_note,
               "scorer": metrics["scorer"], **_scalars(metrics), "documents": len(docs),
-              "decode_seconds": round(seconds, 2), "parse_repairs": dict(extractor.stats.parse),
+              "decode_seconds": round(seconds, 2), "docs_per_second": round(len(docs) / max(seconds, 1e-9), 3),
+              "decoder_steps_per_doc": round(extractor.stats.decoder_steps / max(len(docs), 1), 2),
+              "parse_repairs": dict(extractor.stats.parse),
               "dev_selected": extractor.card.get("dev_metrics")}
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=1, default=str))
     if metrics["scorer"] == "docred_official":

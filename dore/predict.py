@@ -159,9 +159,11 @@ class Extractor:
         if cfg.na_bias or cfg.eos_bias:
             code_bias = torch.zeros(layout.n_codes)
             code_bias[layout.na_code], code_bias[layout.eos_code] = cfg.na_bias, cfg.eos_bias
+        # each document's own token budget, so its output does not depend on the batch it is in
+        budgets = [cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, [a]) for a in assignments]
         common = dict(layout=layout, code_to_id=bb.code_to_id, decoder_prefix=bb.decoder_prefix,
                       doc_slots=slot_mask(layout, slots), num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
-                      max_new_tokens=cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, assignments),
+                      max_new_tokens=max(budgets) + 1, budgets=budgets,
                       code_bias=code_bias, symbol_head=cfg.symbol_head,
                       rules=Rules(sorted_heads=cfg.order == "row-column"), chunk_length=cfg.chunk_length)
         if cfg.mode == "rows":

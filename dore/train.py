@@ -387,6 +387,8 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
         accelerator.print(f"resumed from {latest} (step {state['step']})")
         if accelerator.is_main_process:  # the log restarts from the checkpoint: no repeated steps
             atomic_write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+    elif accelerator.is_main_process and (out_dir / "train_log.jsonl").exists():
+        (out_dir / "train_log.jsonl").unlink()  # a fresh run starts a fresh log
     prefix = list(backbone.decoder_prefix)
     symbol_ids = torch.tensor(backbone.code_to_id, device=accelerator.device) if cfg.symbol_loss else None
     n_prefix = len(prefix) + (cfg.mode == "rows")
@@ -444,21 +446,26 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
                     ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
             if stop:
                 break
-        if state["batch_in_epoch"] >= len(batches):
+        epoch_done = state["batch_in_epoch"] >= len(batches)
+        if epoch_done:
             state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
             log({"step": state["step"], "epoch": epoch + 1, "train_loss": loss_sum / max(tok_sum, 1)})
-            if evaluate_dev and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs or stop):
-                model.eval()
-                metrics = evaluate_dev(accelerator.unwrap_model(model), epoch + 1)
-                model.train()
-                log({"step": state["step"], "epoch": epoch + 1, **{f"dev_{k}": v for k, v in metrics.items()
-                                                                    if isinstance(v, (int, float))}})
-                if state["best"] is None or metrics.get(select_metric, 0) > state["best"].get(select_metric, 0):
-                    state["best"] = {"epoch": epoch + 1, "step": state["step"], **metrics}
-                    if on_best and accelerator.is_main_process:
-                        on_best(accelerator.unwrap_model(model), state["best"])
-            if accelerator.is_main_process:
-                ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
+        # evaluate at the end of an epoch, and also when the budget stops training mid-epoch, so a
+        # budget shorter than an epoch still selects (and saves) a model
+        due = epoch_done and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs)
+        if evaluate_dev and (due or stop):
+            at = epoch + 1 if epoch_done else round(epoch + state["batch_in_epoch"] / len(batches), 3)
+            model.eval()
+            metrics = evaluate_dev(accelerator.unwrap_model(model), at)
+            model.train()
+            log({"step": state["step"], "epoch": at, **{f"dev_{k}": v for k, v in metrics.items()
+                                                        if isinstance(v, (int, float))}})
+            if state["best"] is None or metrics.get(select_metric, 0) > state["best"].get(select_metric, 0):
+                state["best"] = {"epoch": at, "step": state["step"], **metrics}
+                if on_best and accelerator.is_main_process:
+                    on_best(accelerator.unwrap_model(model), state["best"])
+        if (epoch_done or stop) and accelerator.is_main_process:
+            ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
     accelerator.wait_for_everyone()
     return TrainResult(state["step"], state["epoch"], state["best"], state["history"], dict(counts),
                        time.perf_counter() - start)

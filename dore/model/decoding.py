@@ -153,7 +153,7 @@ class SymbolConstraint(LogitsProcessor):
 
     def __init__(self, layout: IdLayout, code_to_id: Tensor | Sequence[int], doc_slots: Tensor, *,
                  mode: Mode, prefix_len: int, heads: Tensor | Sequence[int] | None = None,
-                 num_beams: int = 1, rules: Rules = Rules()):
+                 num_beams: int = 1, rules: Rules = Rules(), budgets: Tensor | Sequence[int] | None = None):
         device = doc_slots.device
         code_to_id = torch.as_tensor(code_to_id, dtype=torch.long, device=device)
         if mode not in ("sequence", "rows"):
@@ -165,6 +165,10 @@ class SymbolConstraint(LogitsProcessor):
         if (mode == "rows") != (heads is not None):
             raise ValueError("heads are required in rows mode and only there")
         self.layout, self.rules, self.mode, self.prefix_len = layout, rules, mode, prefix_len
+        # per-row limits on generated tokens: a row ends (EOS) at the first tuple boundary where
+        # another tuple would not fit, so its output never depends on the batch it decodes in
+        self.budgets = None if budgets is None else \
+            torch.as_tensor(budgets, dtype=torch.long, device=device).repeat_interleave(num_beams)
         self.k, self.n_slots, self.n_rel_codes = layout.arity, layout.n_slots, layout.n_relations + 1
         self.code_to_id = code_to_id
         self.id_to_code = torch.full((int(code_to_id.max()) + 1,), -1, dtype=torch.long, device=device)
@@ -231,6 +235,10 @@ class SymbolConstraint(LogitsProcessor):
             if not self.rules.slot_kinds:
                 allowed[:, :s] = True
         allowed[:, self.layout.eos_code] = part == 0 or not self.rules.eos_at_boundary
+        if self.budgets is not None and part == 0:
+            full = gen.shape[1] + per_tuple > self.budgets
+            allowed[full] = False
+            allowed[full, self.layout.eos_code] = True
         return allowed
 
     def _candidates(self, prefix: Tensor) -> Tensor:
@@ -625,7 +633,8 @@ def generate_rows(model: PreTrainedModel, input_ids: Tensor, attention_mask: Ten
                   decoder_prefix: Sequence[int], doc_slots: Tensor, rules: Rules = Rules(), num_beams: int = 1,
                   length_penalty: float = 1.0, max_new_tokens: int = 64, symbol_head: bool = False,
                   code_bias: Sequence[float] | Tensor | None = None,
-                  logits_processor: Sequence[LogitsProcessor] = (), chunk_length: int | None = None) -> list[Decoded]:
+                  logits_processor: Sequence[LogitsProcessor] = (), chunk_length: int | None = None,
+                  budgets: Sequence[int] | None = None) -> list[Decoded]:
     """Parallel row generation: one sequence per (document, head), each document encoded once.
 
     `doc_slots`: bool [n_docs, n_slots] (`slot_mask`). Rows come back document by document, heads
@@ -647,7 +656,8 @@ def generate_rows(model: PreTrainedModel, input_ids: Tensor, attention_mask: Ten
     head_ids = code_to_id[torch.tensor(heads, device=device)]
     prefixes = torch.cat([torch.tensor(decoder_prefix, device=device).expand(len(heads), -1), head_ids[:, None]], 1)
     constraint = SymbolConstraint(layout, code_to_id, doc_slots.to(device)[doc_of_row], mode="rows",
-                                  prefix_len=prefixes.shape[1], heads=heads, num_beams=num_beams, rules=rules)
+                                  prefix_len=prefixes.shape[1], heads=heads, num_beams=num_beams, rules=rules,
+                                  budgets=None if budgets is None else torch.tensor(budgets)[doc_of_row.cpu()])
     return _decode(model, input_ids, attention_mask, doc_of_row, prefixes, constraint, heads, num_beams=num_beams,
                    length_penalty=length_penalty, max_new_tokens=max_new_tokens, symbol_head=symbol_head,
                    code_bias=code_bias, logits_processor=logits_processor, chunk_length=chunk_length)
@@ -659,7 +669,8 @@ def generate_sequence(model: PreTrainedModel, input_ids: Tensor, attention_mask:
                       rules: Rules = Rules(), num_beams: int = 1, length_penalty: float = 1.0,
                       max_new_tokens: int = 520, symbol_head: bool = False,
                       code_bias: Sequence[float] | Tensor | None = None,
-                      logits_processor: Sequence[LogitsProcessor] = (), chunk_length: int | None = None) -> list[Decoded]:
+                      logits_processor: Sequence[LogitsProcessor] = (), chunk_length: int | None = None,
+                      budgets: Sequence[int] | None = None) -> list[Decoded]:
     """Single-sequence generation: the whole relation matrix of each document as one sequence
     (one row per document, options as in `generate_rows`)."""
     if len(doc_slots) != len(input_ids):
@@ -668,7 +679,7 @@ def generate_sequence(model: PreTrainedModel, input_ids: Tensor, attention_mask:
     code_to_id = torch.as_tensor(code_to_id, dtype=torch.long, device=device)
     prefixes = torch.tensor(decoder_prefix, device=device).expand(len(input_ids), -1)
     constraint = SymbolConstraint(layout, code_to_id, doc_slots.to(device), mode="sequence",
-                                  prefix_len=prefixes.shape[1], num_beams=num_beams, rules=rules)
+                                  prefix_len=prefixes.shape[1], num_beams=num_beams, rules=rules, budgets=budgets)
     return _decode(model, input_ids, attention_mask, torch.arange(len(input_ids), device=device), prefixes,
                    constraint, None, num_beams=num_beams, length_penalty=length_penalty,
                    max_new_tokens=max_new_tokens, symbol_head=symbol_head, code_bias=code_bias,

@@ -103,3 +103,16 @@ def test_length_grouped_batches_are_a_shuffled_partition():
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
     plain = epoch_batches(lengths, 4, seed=1, epoch=0)
     assert spread < sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain) / 4
+
+
+def test_a_budget_that_stops_mid_epoch_still_selects_a_model(small, tmp_path):
+    docs, layout = small
+    cfg = TrainConfig(backbone="tiny-t5", epochs=3, max_steps=2, batch_docs=2, log_every_steps=1, mixed_precision="no")
+    selected = []
+    result = train(cfg, load_backbone("tiny-t5", layout, seed=0), layout, docs, tmp_path,
+                   evaluate_dev=lambda model, epoch: {"f1": 1.0}, on_best=lambda model, m: selected.append(m))
+    assert result.steps == 2 and result.epochs_done == 0
+    assert [m["epoch"] for m in selected] == [pytest.approx(2 / 3, abs=1e-3)] and result.best_dev["step"] == 2
+    again = train(cfg, load_backbone("tiny-t5", layout, seed=0), layout, docs, tmp_path, resume=False)
+    logged = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    assert len(logged) == len(again.history)  # a fresh run does not append to the old log

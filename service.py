@@ -1,0 +1,129 @@
+"""BentoML service: `POST /extract` runs the same `Extractor.extract` as `dore predict`.
+
+    bentoml serve service:DoreService --host 127.0.0.1 --port 3000
+
+The model comes from the BentoML model store (`dore package` / `dore pipeline` put it there):
+`dore-docred:latest` unless `DORE_BENTO_MODEL` names another tag. `DORE_BATCHING=off` turns
+adaptive batching off (for comparison; bench/bench_service.py).
+
+Why two endpoints: a batchable BentoML API takes exactly one batch argument and the
+dispatcher hands it a list merged from many requests, so a request cannot be refused on its
+own inside it, and an exception there fails every request in the batch. `/extract` is a plain
+async API: it checks each request document (dore/serving.py) and answers a bad one with its
+own 4xx, then hands the valid `Document`s to the batchable `/extract_batch` through the
+service's own BentoML client (`self.to_async`), which goes through the adaptive-batching
+dispatcher. `/extract_batch` still checks every document again and isolates failures, so a
+document sent to it directly, or one that breaks the model, only fails itself.
+
+Also served: `GET /model` (tag, layout, relation names, dev metrics), BentoML's `/healthz`,
+`/livez`, `/readyz`, `/metrics`, and the OpenAPI UI at `/` (spec at `/docs.json`).
+"""
+
+from __future__ import annotations
+
+from dore.env import set_offline_defaults
+
+set_offline_defaults()  # no analytics, no hub: before bentoml and transformers read the switches
+
+import logging  # noqa: E402
+import os  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import aiohttp  # noqa: E402
+import anyio  # noqa: E402
+import bentoml  # noqa: E402
+from bentoml.exceptions import BentoMLException  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from pydantic import Field  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
+
+from dore.data.model import DataError, Document  # noqa: E402
+from dore.predict import Extractor  # noqa: E402
+from dore.serving import (MAX_DOCUMENTS_PER_REQUEST, DocumentIn, DocumentResult, ExtractResponse,  # noqa: E402
+                          Extraction, ModelInfo, check_document, model_info, refusal, to_document)
+
+MODEL_TAG = os.environ.get("DORE_BENTO_MODEL", "dore-docred:latest")
+ADAPTIVE_BATCHING = os.environ.get("DORE_BATCHING", "on").lower() not in ("off", "0", "false", "no")
+MAX_BATCH_DOCUMENTS = 16
+# The dispatcher answers 503 to requests it expects to wait longer than this: keep it near
+# the traffic timeout so bursts queue instead of being shed.
+MAX_BATCH_LATENCY_MS = 60_000
+
+logger = logging.getLogger(__name__)
+info_app = FastAPI(title="DORE model info", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+# runner_connection: BentoML 1.4.31+ renews its client session every 100 requests and closes the
+# old one with calls still in flight ("Server disconnected", bentoml/BentoML#5540); the session
+# here is the service's in-process client to itself, so never renew it.
+@bentoml.service(resources={"cpu": "1"}, traffic={"timeout": 90}, workers=1,
+                 runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9})
+@bentoml.asgi_app(info_app, path="/")
+class DoreService:
+    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        self.extractor = Extractor.from_pretrained(self.model_ref.path)
+        self.tag = str(self.model_ref.tag)
+
+    @info_app.get("/model", response_model=ModelInfo)
+    def model(self) -> ModelInfo:
+        """The served model: tag, symbol layout, relation names, dev metrics, limits."""
+        return model_info(self.tag, self.extractor.layout, self.extractor.card, ADAPTIVE_BATCHING)
+
+    @bentoml.api
+    async def extract(
+        self,
+        documents: Annotated[list[DocumentIn], Field(min_length=1, max_length=MAX_DOCUMENTS_PER_REQUEST)],
+    ) -> ExtractResponse:
+        """Relations of each document. A document the model cannot take is answered 413/422
+        with `{"error", "document", "field"}`; malformed requests get BentoML's 400."""
+        try:
+            docs = [to_document(d, i, self.extractor.layout) for i, d in enumerate(documents)]
+        except DataError as exc:
+            status, body = refusal(exc)
+            return JSONResponse(body, status_code=status)
+        client = getattr(self, "to_async", None)  # set by BentoML's server; absent in a bare DoreService()
+        if client is not None:
+            try:
+                outcomes = await client.extract_batch(documents=docs)
+            except (BentoMLException, aiohttp.ClientError, TimeoutError) as exc:  # shed by the dispatcher, timed out
+                logger.warning("extract_batch did not answer: %s", exc)
+                return JSONResponse({"error": "the model is overloaded; retry later", "document": None, "field": None},
+                                    status_code=503, headers={"Retry-After": "5"})
+        else:
+            outcomes = await anyio.to_thread.run_sync(self.extract_batch.local, docs)
+        for doc, outcome in zip(docs, outcomes):
+            if outcome.error is not None:
+                return JSONResponse({"error": outcome.error, "document": doc.doc_id, "field": None},
+                                    status_code=outcome.status)
+        return ExtractResponse(model=self.tag, documents=[DocumentResult(id=doc.doc_id, relations=outcome.relations)
+                                                          for doc, outcome in zip(docs, outcomes)])
+
+    @bentoml.api(batchable=ADAPTIVE_BATCHING, max_batch_size=MAX_BATCH_DOCUMENTS, max_latency_ms=MAX_BATCH_LATENCY_MS)
+    def extract_batch(self, documents: list[Document]) -> list[Extraction]:
+        """Relations of dore `Document`s (the JSONL form of `dore convert`), one outcome per
+        document; documents from many `/extract` requests are batched here."""
+        outcomes: dict[int, Extraction] = {}
+        admitted: dict[int, Document] = {}
+        for i, doc in enumerate(documents):
+            try:
+                admitted[i] = check_document(doc, self.extractor.layout)
+            except DataError as exc:
+                outcomes[i] = Extraction.refused(exc)
+        try:
+            predicted = self.extractor.extract(list(admitted.values()))
+            outcomes.update({i: Extraction.of(rels) for i, rels in zip(admitted, predicted)})
+        except Exception:  # noqa: BLE001 - retried one by one, so only the culprit fails
+            logger.exception("batch of %d documents failed; extracting them one by one", len(admitted))
+            outcomes.update({i: self._extract_one(doc) for i, doc in admitted.items()})
+        return [outcomes[i] for i in range(len(documents))]
+
+    def _extract_one(self, doc: Document) -> Extraction:
+        try:
+            return Extraction.of(self.extractor.extract([doc])[0])
+        except DataError as exc:
+            return Extraction.refused(exc)
+        except Exception as exc:  # noqa: BLE001 - a model failure on one document must not fail the others
+            logger.exception("document %r failed", doc.doc_id)
+            return Extraction(error=f"extraction failed ({type(exc).__name__}); see the server log", status=500)

@@ -1,0 +1,81 @@
+"""The Prefect flow `train-dore` end to end on a tiny model, against a test Prefect API."""
+
+import csv
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def finished(prefect_api, tmp_path_factory, tiny_overrides):
+    """One flow run; its packaged model leaves the BentoML store afterwards."""
+    import bentoml
+
+    from flows.train import train_dore
+
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    state = train_dore(dataset="docred", overrides=tiny_overrides, artifacts=str(artifacts), return_state=True)
+    yield state, artifacts / "docred"
+    if state.is_completed():
+        bentoml.models.delete(state.result()["bento_tag"])
+
+
+def test_flow_completes_and_writes_every_stage_output(finished):
+    state, out = finished
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert len((out / "docs" / "train.jsonl").read_text().splitlines()) == 4  # the overrides reached convert
+    assert (out / "validation" / "summary.json").exists()
+    assert result["model_dir"] == str((out / "model").resolve()) and (out / "model" / "dore_model.json").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["documents"] == 2 and result["metrics"]["f1"] == pytest.approx(metrics["f1"], abs=1e-4)
+    assert json.loads((out / "package.json").read_text())["tag"] == result["bento_tag"]
+    losses = list(csv.DictReader((out / "plots" / "train_loss.csv").open()))
+    assert [int(r["step"]) for r in losses] == [1, 2]
+    assert [int(r["epoch"]) for r in csv.DictReader((out / "plots" / "dev_f1.csv").open())] == [1]
+
+
+def test_metrics_are_published_as_a_table_artifact(finished):
+    from prefect.artifacts import Artifact
+
+    state, out = finished
+    artifact = Artifact.get("dore-docred-metrics")
+    assert artifact is not None and artifact.type == "table"
+    rows = {r["metric"]: r["value"] for r in json.loads(artifact.data)}
+    assert rows["f1"] == pytest.approx(json.loads((out / "metrics.json").read_text())["f1"], abs=1e-4)
+    assert {"ign_f1", "p", "r", "documents"} <= set(rows)
+    assert state.result()["bento_tag"] in artifact.description
+
+
+def test_task_results_are_persisted_as_json(finished):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    state, _ = finished
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert sorted(r.name.rsplit("-", 1)[0] for r in runs) == ["convert", "evaluate", "package", "train", "validate"]
+    for run in runs:
+        assert run.state.is_completed()
+        assert run.state.data.serializer.type == "json", run.name  # never pickles
+
+
+def test_only_io_failures_are_retried():
+    from prefect.states import Failed
+
+    from dore.data.model import DataError
+    from flows.train import is_io_error
+
+    assert is_io_error(None, None, Failed(data=OSError("disk full")))
+    assert not is_io_error(None, None, Failed(data=DataError("train.json: doc 3: field vertexSet")))
