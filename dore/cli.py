@@ -214,6 +214,49 @@ def evaluate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("art
                          {k: v for k, v in record.items() if isinstance(v, (int, float))}))
 
 
+@app.command()
+def coref(
+    backend: Annotated[str, typer.Option(help="gold | string-match | fast-coref-log | fastcoref")] = "string-match",
+    dataset: DatasetOpt = "scirex",
+    artifacts: ArtifactsOpt = Path("artifacts"),
+    import_path: Annotated[Optional[Path], typer.Option(help="the fast-coref / fastcoref output to import")] = None,
+):
+    """Stage coref (SciREX): cluster the test split's mentions into artifacts/<dataset>/coref/<backend>.jsonl."""
+    from dore import pipeline
+
+    summary = pipeline.coref(_params(dataset, artifacts, None, None, None), backend,
+                             import_path=str(import_path) if import_path else None)
+    console.print(_table(f"coreference {backend} [{summary['setting']}] on {summary['docs']} documents",
+                         {**{k: summary[k] for k in ("clusters", "mentions", "singletons")}, **summary["quality"]}))
+
+
+@app.command("evaluate-coref")
+def evaluate_coref(
+    backend: Annotated[str, typer.Option(help="the coreference result to relate (see `dore coref`)")] = "string-match",
+    dataset: DatasetOpt = "scirex",
+    artifacts: ArtifactsOpt = Path("artifacts"),
+):
+    """SciREX with a coreference component: clusters -> DORE -> official SciREX scores, labelled by setting."""
+    from dore import pipeline
+
+    record = pipeline.evaluate_with_coref(_params(dataset, artifacts, None, None, None), backend)
+    for scorer in ("scirex_official", "dore_micro"):
+        for arity, m in record[scorer].items():
+            console.print(_table(f"{dataset} test [{scorer} {arity}] setting={record['setting']} ({record['split_note']})",
+                                 {k: v for k, v in m.items() if isinstance(v, (int, float))}))
+    console.print(_table(f"coreference quality of {backend} (F1 vs gold salient clusters)", record["coref_quality"]))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def experiments(ctx: typer.Context):
+    """The paper's comparisons, one factor at a time (experiments/comparisons.yaml): trains, selects on dev,
+    scores on test and appends to experiments/results.{md,json}; skips finished runs, resumes unfinished.
+    Arguments as `python -m dore.experiments --help` (e.g. `--only base`, `--smoke`, `--list`)."""
+    from dore.experiments import main
+
+    main(list(ctx.args))
+
+
 @app.command("package")
 def package_command(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts")):
     """Stage package: the selected model (artifacts/<dataset>/model) into the BentoML model store."""

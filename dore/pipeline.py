@@ -199,3 +199,56 @@ def evaluate(params: PipelineParams, split: str = "test") -> dict:
         rows = [{"relation": r, **v} for r, v in sorted(per_rel.items())]
         atomic_write_text(out / "per_relation.json", json.dumps(rows, indent=1))
     return record
+
+
+# --- SciREX with a coreference component (gold_input / pred_coref_gold_mentions / end_to_end) -------
+
+def coref(params: PipelineParams, backend: str, split: str = "test", import_path: str | None = None) -> dict:
+    """Stage `coref`: cluster the split's documents with a coreference backend (dore.coref) into
+    `coref/<backend>.jsonl` (cached and versioned by DVC), with the backend's coreference quality
+    against the gold salient clusters in `coref_<backend>.json`."""
+    from dore.coref.run import run_coref
+    from dore.datasets import data_root
+
+    setting = get_setting(params.dataset)
+    if setting.reader != "scirex":
+        raise ValueError(f"coreference backends serve SciREX only, not {params.dataset!r}")
+    if split in setting.carve:
+        raise ValueError(f"split {split!r} is carved out of a file; run coreference on 'test' (official SciREX dev)")
+    out = artifacts_dir(params) / "coref"
+    summary = run_coref(backend, data_root() / setting.files[split], out / f"{backend}.jsonl", import_path)
+    summary = {**summary, "split": split, "output": str(out / f"{backend}.jsonl")}
+    atomic_write_text(artifacts_dir(params) / f"coref_{backend}.json", json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def evaluate_with_coref(params: PipelineParams, backend: str) -> dict:
+    """The selected model on the test split with entities from a coreference result: clusters ->
+    DORE entities (first mention order, typed by majority vote, the largest kept per type block)
+    -> generation -> relations over clusters -> official SciREX scores (cluster mapping) and the
+    micro variant, plus the backend's coreference quality. Writes `metrics_<backend>.json`."""
+    from dore.coref.compose import clusters_to_documents, score_relations
+    from dore.coref.io import read_result
+    from dore.coref.quality import coref_quality
+    from dore.predict import Extractor
+
+    out = artifacts_dir(params)
+    extractor = Extractor.from_pretrained(out / "model")
+    gold = load_split(params, "test")
+    result = read_result(out / "coref" / f"{backend}.jsonl")
+    blocks = {b.type: b.size for b in extractor.layout.blocks if b.type is not None}
+    pred_docs = clusters_to_documents(gold, result, max_per_type=blocks or None)
+    started = time.perf_counter()
+    predictions = _predictions(extractor, pred_docs)
+    seconds = time.perf_counter() - started
+    scores = score_relations(gold, pred_docs, predictions)
+    quality = coref_quality(gold, result)
+    record = {"dataset": params.dataset, "split": "test", "setting": scores["setting"], "backend": backend,
+              "split_note": get_setting(params.dataset).split_note,
+              "scirex_official": scores["scirex_official"], "dore_micro": scores["dore_micro"],
+              "dropped_pairs": scores["dropped_pairs"], "documents": len(gold),
+              "coref_quality": {k: quality[k]["f1"] for k in ("muc", "b3", "ceafe")} | {"avg_f1": quality["avg_f1"]},
+              "clusters_dropped_by_layout": sum(d.meta["coref"]["dropped_clusters"] for d in pred_docs),
+              "decode_seconds": round(seconds, 2)}
+    atomic_write_text(out / f"metrics_{backend}.json", json.dumps(record, indent=1, default=str))
+    return record

@@ -384,6 +384,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": [], "seconds": 0.0}
     if resume and (latest := ckpt.latest()) is not None:
         state = Checkpointer.load(latest, accelerator.unwrap_model(model), optimizer, scheduler)
+        counts = Counter(state.get("counts", counts))  # counted over the whole run, not this session only
         accelerator.print(f"resumed from {latest} (step {state['step']})")
         if accelerator.is_main_process:  # the log restarts from the checkpoint: no repeated steps
             atomic_write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
@@ -405,7 +406,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
         if on_log:
             on_log(record)
 
-    stop = False
+    stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps  # a finished run resumes as finished
     model.train()
     while not stop and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
@@ -440,7 +441,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
             minutes = (time.perf_counter() - start) / 60
             stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \
                    (cfg.max_minutes is not None and minutes >= cfg.max_minutes)
-            state["seconds"] = time.perf_counter() - start
+            state["seconds"], state["counts"] = time.perf_counter() - start, dict(counts)
             if state["step"] % cfg.checkpoint_every_steps == 0 or stop:
                 if accelerator.is_main_process:
                     ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
@@ -464,6 +465,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
                 state["best"] = {"epoch": at, "step": state["step"], **metrics}
                 if on_best and accelerator.is_main_process:
                     on_best(accelerator.unwrap_model(model), state["best"])
+        state["counts"] = dict(counts)
         if (epoch_done or stop) and accelerator.is_main_process:
             ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
     accelerator.wait_for_everyone()
