@@ -179,6 +179,8 @@ def train(
     lr: Optional[float] = None, lr_new: Optional[float] = None, batch_docs: Optional[int] = None,
     grad_accum: Optional[int] = None, warmup_ratio: Optional[float] = None, label_smoothing: Optional[float] = None,
     max_source_length: Optional[int] = None, seed: Optional[int] = None,
+    chunk_length: Annotated[Optional[int], typer.Option(help="encode long documents in windows of this many tokens (FiD)")] = None,
+    order: Annotated[Optional[str], typer.Option(help="row-column | annotation | random (target order)")] = None,
     init: Annotated[Optional[str], typer.Option(help="number | random entity-id embedding init")] = None,
     init_from: Annotated[Optional[str], typer.Option(help="a trained DORE model dir to fine-tune (after distant pre-training)")] = None,
     limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None,
@@ -191,6 +193,7 @@ def train(
                      sampling=sampling, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes, lr=lr,
                      lr_new=lr_new, batch_docs=batch_docs, grad_accum=grad_accum, warmup_ratio=warmup_ratio,
                      label_smoothing=label_smoothing, max_source_length=max_source_length, seed=seed,
+                     chunk_length=chunk_length, order=order,
                      init=init, init_from=init_from)
     if not (pipeline.artifacts_dir(params) / "docs" / "train.jsonl").exists():
         pipeline.convert(params)

@@ -59,6 +59,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_JSON, RESULTS_MD, CURVES_CSV, CURVES_PNG = "results.json", "results.md", "dev_curves.csv", "dev_curves.png"
 RUN_FILE, TRAIN_SUMMARY = "run.json", "train_summary.json"
 PLAIN_DECODING = "greedy (1 beam), no NA/EOS bias tuning, the same for every configuration"
+DECODING_NOTE: dict[str, str] = {"dore": PLAIN_DECODING, "lexical": "unconstrained greedy generation (1 beam)",
+                                 "classifier": "adaptive threshold, at most 4 relations per pair (no decoder)"}
 
 
 # --- the configuration file --------------------------------------------------------------------
@@ -287,10 +289,11 @@ def execute(run: Run, train: Callable[..., dict], evaluate: Callable[..., dict],
             "docs_per_second": record.get("docs_per_second"),
             "train_seconds": summary.get("seconds"), "decode_seconds": record.get("decode_seconds"),
             "targets_over_decoder_length": counts.get("targets_over_decoder_length", 0),
+            "parse_repairs": record.get("parse_repairs"),  # DORE's repairs; lexical: unmatched strings, ...
             "optimizer_steps": summary.get("steps"), "dev_f1": best.get("f1"), "dev_step": best.get("step"),
             "resumed": summary["resumed"], "train_log": str(out / "train" / "train_log.jsonl"),
             "note": f"{record['scorer']} on {record['split']} ({record['documents']} docs); {record['setting']}; "
-                    f"model selected on dev F1; {PLAIN_DECODING}"
+                    f"model selected on dev F1; {DECODING_NOTE[run.kind]}"
                     + ("; resumed: the training counts cover the last session only" if summary["resumed"] else "")}
 
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dore.data.model import atomic_write_text, read_jsonl, write_jsonl
 from dore.datasets import SPLITS, get_setting
-from dore.train import TrainConfig
+from dore.train import TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    from dore.layout import IdLayout
+    from dore.model.backbone import Backbone
 
 
 class PipelineParams(BaseModel):
@@ -98,17 +103,33 @@ def load_layout(params: PipelineParams):
     return IdLayout.from_dict(json.loads((artifacts_dir(params) / "docs" / "layout.json").read_text()))
 
 
+def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
+    """The backbone training starts from: a trained model (`init_from`) or `cfg.backbone`."""
+    from dore.model.backbone import load_backbone, load_trained
+
+    if cfg.init_from:
+        return load_trained(cfg.init_from, layout)
+    return load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed)
+
+
+def training_summary(result: TrainResult) -> dict:
+    """What `train` returns (and writes to `train/summary.json`) about a `dore.train.TrainResult`."""
+    return {"steps": result.steps, "epochs": result.epochs_done, "seconds": round(result.seconds, 1),
+            "best_dev": result.best_dev, "counts": result.counts}
+
+
 def train(params: PipelineParams, *, resume: bool = True) -> dict:
     """Train on `train`, select on `dev` (never test); the selected model goes to `model/`."""
     from dore.evaluate import score
-    from dore.model.backbone import load_backbone, load_trained
     from dore.predict import DecodingConfig, Extractor, training_data_hash
     from dore.train import train as train_loop
 
+    cfg = params.train
+    if cfg.target_format != "symbolic":
+        raise ValueError(f"target_format {cfg.target_format!r} is a baseline: train it with dore.baselines.lexical")
     layout = load_layout(params)
     train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
-    cfg = params.train
-    backbone = load_trained(cfg.init_from, layout) if cfg.init_from else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed)
+    backbone = initial_backbone(cfg, layout)
     decoding = DecodingConfig(mode=cfg.mode, num_beams=1, symbol_head=True, order=cfg.order,  # select greedily
                               chunk_length=cfg.chunk_length, max_source_length=cfg.max_source_length)
     extractor = Extractor(backbone, layout, decoding)
@@ -125,8 +146,7 @@ def train(params: PipelineParams, *, resume: bool = True) -> dict:
 
     result = train_loop(cfg, backbone, layout, train_docs, out / "train", evaluate_dev=evaluate_dev,
                         on_best=on_best, resume=resume)
-    summary = {"steps": result.steps, "epochs": result.epochs_done, "seconds": round(result.seconds, 1),
-               "best_dev": result.best_dev, "counts": result.counts}
+    summary = training_summary(result)
     if result.best_dev is not None and len(params.tune_na_biases) > 1:
         tuned = tune_decoding(params, na_biases=params.tune_na_biases)
         summary["decoding_tuned_on_dev"] = {**tuned["chosen"], "dev_f1": tuned["dev_f1"]}
@@ -171,31 +191,38 @@ def _scalars(metrics: dict) -> dict:
 
 def evaluate(params: PipelineParams, split: str = "test") -> dict:
     """Score the selected model on `split`; writes `metrics.json` (DVC metrics) and per-relation F1."""
-    from dore.evaluate import score
     from dore.predict import Extractor
 
-    out = artifacts_dir(params)
-    extractor = Extractor.from_pretrained(out / "model")
-    docs, train_docs = load_split(params, split), load_split(params, "train")
+    extractor = Extractor.from_pretrained(artifacts_dir(params) / "model")
+    docs = load_split(params, split)
     started = time.perf_counter()
     decoding = extractor.decoding.model_copy(update={"num_beams": params.num_beams,
                                                      "symbol_head": extractor.decoding.symbol_head and params.num_beams == 1})
     preds = _predictions(extractor, docs, decoding)
-    seconds = time.perf_counter() - started
-    metrics = score(preds, docs, train_docs=train_docs)
-    setting = get_setting(params.dataset)
-    record = {"dataset": params.dataset, "split": split, "setting": setting.split_note,
+    return write_evaluation(params, split, docs, preds, seconds=time.perf_counter() - started,
+                            decoder_steps=extractor.stats.decoder_steps, parse_repairs=dict(extractor.stats.parse),
+                            dev_selected=extractor.card.get("dev_metrics"))
+
+
+def write_evaluation(params: PipelineParams, split: str, docs, predictions: dict, *, seconds: float,
+                     decoder_steps: int, **extra) -> dict:
+    """Score `predictions` of `split` (decoded in `seconds`, `decoder_steps` in all) and write the
+    record to `metrics.json`, with per-relation F1 for the DocRED scorer; `extra` joins the record.
+    Every kind of model (DORE, the baselines) reports through here, so their records compare."""
+    from dore.evaluate import score
+
+    out = artifacts_dir(params)
+    metrics = score(predictions, docs, train_docs=load_split(params, "train"))
+    record = {"dataset": params.dataset, "split": split, "setting": get_setting(params.dataset).split_note,
               "scorer": metrics["scorer"], **_scalars(metrics), "documents": len(docs),
               "decode_seconds": round(seconds, 2), "docs_per_second": round(len(docs) / max(seconds, 1e-9), 3),
-              "decoder_steps_per_doc": round(extractor.stats.decoder_steps / max(len(docs), 1), 2),
-              "parse_repairs": dict(extractor.stats.parse),
-              "dev_selected": extractor.card.get("dev_metrics")}
+              "decoder_steps_per_doc": round(decoder_steps / max(len(docs), 1), 2), **extra}
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=1, default=str))
     if metrics["scorer"] == "docred_official":
         from dore.evaluate import docred_records
         from dore.scoring.docred import per_relation_f1
 
-        per_rel = per_relation_f1(docred_records(preds), docs)
+        per_rel = per_relation_f1(docred_records(predictions), docs)
         rows = [{"relation": r, **v} for r, v in sorted(per_rel.items())]
         atomic_write_text(out / "per_relation.json", json.dumps(rows, indent=1))
     return record

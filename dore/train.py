@@ -2,7 +2,8 @@
 
 - Parallel rows (default): each document is encoded once per step, its rows are decoded as a
   batch that shares the (expanded, not copied) encoder states. `mode="sequence"` trains the
-  whole matrix as one sequence, for comparison.
+  whole matrix as one sequence, for comparison. `target_format="lexical"` trains the lexical
+  generation baseline instead (relations as text, `dore.baselines.lexical`; mode="sequence").
 - Negatives are re-sampled every epoch from (seed, epoch, document).
 - AdamW (weight decay 0.01), linear warm-up and decay, gradient accumulation and clipping,
   bf16/fp16 where the hardware has it, through `accelerate` (multi-GPU / multi-node with
@@ -43,6 +44,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backbone: str = "minilm"
     mode: Literal["rows", "sequence"] = "rows"
+    target_format: Literal["symbolic", "lexical"] = Field(
+        "symbolic", description="symbolic: DORE's symbol targets; lexical: relations written as text (the lexical "
+        "generation baseline, dore.baselines.lexical: one sequence per document, needs mode=sequence)")
     sampling: str = Field("dynamic", description="negative sampling spec, e.g. dynamic, diagonal:1, random:0.1, all")
     order: Literal["row-column", "annotation", "random"] = Field(
         "row-column", description="target tuple order (annotation / random: the paper's order ablations)")
@@ -365,6 +369,9 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
+    if cfg.target_format == "lexical" and cfg.mode != "sequence":
+        raise ValueError(f"target_format='lexical' writes one sequence per document: it needs mode='sequence', "
+                         f"not {cfg.mode!r}")
     out_dir = Path(out_dir)
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
                               gradient_accumulation_steps=cfg.grad_accum)
@@ -391,8 +398,25 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
     elif accelerator.is_main_process and (out_dir / "train_log.jsonl").exists():
         (out_dir / "train_log.jsonl").unlink()  # a fresh run starts a fresh log
     prefix = list(backbone.decoder_prefix)
-    symbol_ids = torch.tensor(backbone.code_to_id, device=accelerator.device) if cfg.symbol_loss else None
+    lexical = cfg.target_format == "lexical"
+    symbol_ids = None  # lexical targets are words: the softmax covers the whole vocabulary
+    if cfg.symbol_loss and not lexical:
+        symbol_ids = torch.tensor(backbone.code_to_id, device=accelerator.device)
     n_prefix = len(prefix) + (cfg.mode == "rows")
+    if lexical:
+        from dore.baselines.lexical import lexical_sequences, relation_names_of
+
+        relation_names = relation_names_of(layout)
+
+    def sequences(ex: Example, epoch: int) -> list[list[int]]:
+        if lexical:  # no negatives: the same target every epoch
+            return lexical_sequences(ex.doc, backbone.tokenizer, relation_names, prefix=prefix,
+                                     eos_id=backbone.eos_id, max_len=backbone.max_target_length, counts=counts,
+                                     order=cfg.order)
+        return decoder_sequences(ex, layout, sampling, cfg.mode, seed=cfg.seed, epoch=epoch, prefix=prefix,
+                                 code_to_id=backbone.code_to_id, max_len=backbone.max_target_length, counts=counts,
+                                 order=cfg.order)
+
     # the budget counts training time over every resumed session, not just this one
     start = time.perf_counter() - state.get("seconds", 0.0)
     log_path = out_dir / "train_log.jsonl"
@@ -414,10 +438,8 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
                                 rank=rank, world=world, group_by_length=cfg.group_by_length)
         loss_sum, tok_sum = 0.0, 0
         for b in range(state["batch_in_epoch"], len(batches)):
-            batch = collate([(examples[i], decoder_sequences(
-                examples[i], layout, sampling, cfg.mode, seed=cfg.seed, epoch=epoch, prefix=prefix,
-                code_to_id=backbone.code_to_id, max_len=backbone.max_target_length, counts=counts, order=cfg.order))
-                for i in batches[b]], backbone.pad_id, n_prefix)
+            batch = collate([(examples[i], sequences(examples[i], epoch)) for i in batches[b]], backbone.pad_id,
+                            n_prefix)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 loss, n_tok = row_loss(model, backbone.family, batch, label_smoothing=cfg.label_smoothing,

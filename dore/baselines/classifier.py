@@ -20,6 +20,10 @@ norms, linear warm-up and decay, clipping, seed, epochs / max_steps / max_minute
 accumulation, batches of `epoch_batches`) and selects on dev F1 of the official scorer. No
 mid-run checkpoints: the selected weights are kept in memory and `on_best` may save them.
 Weights are saved with safetensors only.
+
+`train(params, *, resume)` and `evaluate(params, split)` are the baseline's `dore.pipeline.train`
+/ `evaluate`: the same data, layout, backbone and budget, `train/train_log.jsonl` with dev F1 by
+step, the selected model in `model/`, and the same `metrics.json` record (no decoder: 0 steps).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +44,9 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 from dore.data.model import DataError, Document, atomic_write_text
 from dore.layout import IdLayout, SlotAssignment
 from dore.train import TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    from dore.pipeline import PipelineParams
 
 TH = 0  # the adaptive-threshold class; relation i of the layout is class i + 1
 CONFIG_FILE = "classifier.json"
@@ -217,11 +225,14 @@ class RelationClassifier:
     family: str
     max_source_length: int | None
     top_k: int | None = 4
+    card: dict = field(default_factory=dict)  # provenance: training config, data hash, dev metrics
 
     @classmethod
     def from_backbone(cls, backbone, layout: IdLayout, *, emb_size: int | None = None, block_size: int = 64,
-                      context_pooling: bool = True, top_k: int | None = 4, seed: int = 0) -> "RelationClassifier":
-        """A new head (seeded) on the backbone's encoder, which it shares and trains in place."""
+                      context_pooling: bool = True, top_k: int | None = 4, seed: int = 0,
+                      max_source_length: int | None = None) -> "RelationClassifier":
+        """A new head (seeded) on the backbone's encoder, which it shares and trains in place.
+        `max_source_length`: the input cap (None: the backbone's positions)."""
         if layout.arity != 2:
             raise ValueError(f"the classifier scores pairs; layout {layout.name!r} has arity {layout.arity}")
         if backbone.family == "led" and context_pooling:
@@ -231,7 +242,7 @@ class RelationClassifier:
             model = ATLOP(backbone.model.get_encoder(), layout.n_relations + 1, emb_size=emb_size,
                           block_size=block_size, context_pooling=context_pooling)
         return cls(model, backbone.tokenizer, layout, backbone.model.config, backbone.family,
-                   backbone.max_source_length, top_k)
+                   max_source_length or backbone.max_source_length, top_k)
 
     @property
     def marker_ids(self) -> list[int]:
@@ -278,13 +289,14 @@ class RelationClassifier:
                 "pairs": [torch.tensor(ex.pairs, dtype=torch.long, device=device).view(-1, 2) for ex in batch]}
 
     @torch.no_grad()
-    def predict(self, docs: Sequence[Document], *, batch_docs: int = 8) -> dict[str, list[tuple[tuple[int, int], str]]]:
+    def predict(self, docs: Sequence[Document], *, batch_docs: int = 8,
+                counts: Counter | None = None) -> dict[str, list[tuple[tuple[int, int], str]]]:
         """`{doc_id: [((head, tail), label)]}` in the documents' own entity numbering, for
-        `dore.evaluate.score`; at most `top_k` labels per pair (None: no limit)."""
+        `dore.evaluate.score`; at most `top_k` labels per pair (None: no limit). `counts`: as `examples`."""
         self.model.eval()
         device = next(self.model.parameters()).device
         out = {}
-        examples = self.examples(docs)
+        examples = self.examples(docs, counts)
         for start in range(0, len(examples), batch_docs):
             batch = examples[start: start + batch_docs]
             if not any(ex.pairs for ex in batch):
@@ -300,9 +312,10 @@ class RelationClassifier:
         return out
 
     # --- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Weights (safetensors), head shape, layout, tokenizer and the backbone's config; written
-        to a temporary folder and renamed so a reader never sees half a model."""
+    def save_pretrained(self, directory: str | Path, **card) -> Path:
+        """Weights (safetensors), head shape, layout, tokenizer and the backbone's config, and the
+        card (`card` merged over the current one); written to a temporary folder and renamed so a
+        reader never sees half a model."""
         import shutil
 
         from safetensors.torch import save_model
@@ -315,10 +328,11 @@ class RelationClassifier:
         self.tokenizer.save_pretrained(tmp)
         self.backbone_config.save_pretrained(tmp)
         m = self.model
+        self.card = {**self.card, **card}
         atomic_write_text(tmp / CONFIG_FILE, json.dumps(
             {"family": self.family, "max_source_length": self.max_source_length, "top_k": self.top_k,
              "n_classes": m.n_classes, "emb_size": m.emb_size, "block_size": m.block_size,
-             "context_pooling": m.context_pooling}, indent=1))
+             "context_pooling": m.context_pooling, "card": self.card}, indent=1, default=str))
         atomic_write_text(tmp / "layout.json", self.layout.to_json())
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
@@ -332,19 +346,19 @@ class RelationClassifier:
         directory = Path(directory)
         if not (directory / CONFIG_FILE).exists():
             raise FileNotFoundError(f"{directory} is not a saved classifier (no {CONFIG_FILE})")
-        card = json.loads((directory / CONFIG_FILE).read_text())
+        config = json.loads((directory / CONFIG_FILE).read_text())
         layout = IdLayout.from_dict(json.loads((directory / "layout.json").read_text()))
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        if card["n_classes"] != layout.n_relations + 1:
-            raise DataError(f"{card['n_classes']} classes for {layout.n_relations} relations", file=directory,
+        if config["n_classes"] != layout.n_relations + 1:
+            raise DataError(f"{config['n_classes']} classes for {layout.n_relations} relations", file=directory,
                             field="n_classes")
         backbone_config = AutoConfig.from_pretrained(directory)
         encoder = AutoModelForSeq2SeqLM.from_config(backbone_config).get_encoder()  # weights come next
-        model = ATLOP(encoder, card["n_classes"], emb_size=card["emb_size"], block_size=card["block_size"],
-                      context_pooling=card["context_pooling"])
+        model = ATLOP(encoder, config["n_classes"], emb_size=config["emb_size"], block_size=config["block_size"],
+                      context_pooling=config["context_pooling"])
         load_model(model, str(directory / WEIGHTS_FILE))
-        return cls(model, tokenizer, layout, backbone_config, card["family"], card["max_source_length"],
-                   card["top_k"])
+        return cls(model, tokenizer, layout, backbone_config, config["family"], config["max_source_length"],
+                   config["top_k"], config.get("card", {}))
 
 
 # --- training --------------------------------------------------------------------------------
@@ -429,7 +443,7 @@ def train_classifier(cfg: TrainConfig, classifier: RelationClassifier, train_doc
         epochs_done = epoch + 1
         log({"step": step, "epoch": epoch + 1, "train_loss": loss_sum / max(n_batches, 1)})
         if dev_docs is not None and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs or stop):
-            metrics = {k: v for k, v in score(classifier.predict(dev_docs), dev_docs).items()
+            metrics = {k: v for k, v in score(classifier.predict(dev_docs), dev_docs, train_docs=train_docs).items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             log({"step": step, "epoch": epoch + 1, **{f"dev_{k}": v for k, v in metrics.items()}})
             if best is None or metrics.get(select_metric, 0) > best.get(select_metric, 0):
@@ -443,3 +457,60 @@ def train_classifier(cfg: TrainConfig, classifier: RelationClassifier, train_doc
         classifier.model.load_state_dict(best_state)
     accelerator.wait_for_everyone()
     return TrainResult(step, epochs_done, best, history, dict(counts), time.perf_counter() - start)
+
+
+# --- the pipeline stages ---------------------------------------------------------------------
+
+def train(params: PipelineParams, *, resume: bool = True) -> dict:
+    """As `dore.pipeline.train`: train on `train` with `params.train` (the generation-only
+    settings `mode`, `sampling`, `order`, `symbol_loss` do not apply), select on dev F1, the
+    selected model to `model/`. LED runs without context pooling (no [L, L] attention map).
+
+    There are no mid-run checkpoints (`train_classifier`): `resume` finds nothing to resume, and
+    an interrupted run starts over, its log with it.
+    """
+    from dore.datasets import get_setting
+    from dore.pipeline import artifacts_dir, initial_backbone, load_layout, load_split, training_summary
+    from dore.predict import training_data_hash
+
+    cfg = params.train
+    if cfg.chunk_length is not None:
+        raise ValueError("the classifier encodes one window per document: chunk_length is not supported")
+    layout = load_layout(params)
+    train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
+    backbone = initial_backbone(cfg, layout)
+    classifier = RelationClassifier.from_backbone(backbone, layout, context_pooling=backbone.family != "led",
+                                                  seed=cfg.seed, max_source_length=cfg.max_source_length)
+    out = artifacts_dir(params)
+    log_path = out / "train" / "train_log.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.unlink(missing_ok=True)
+    data_hash = training_data_hash(train_docs)
+
+    def on_log(record: dict) -> None:
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def on_best(trained: RelationClassifier, metrics: dict) -> None:
+        trained.save_pretrained(out / "model", preset=cfg.model_dump(), training_data_sha256=data_hash,
+                                dev_metrics=metrics, split_note=get_setting(params.dataset).split_note)
+
+    result = train_classifier(cfg, classifier, train_docs, dev_docs, on_best=on_best, on_log=on_log)
+    summary = {**training_summary(result), "context_pooling": classifier.model.context_pooling}
+    atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def evaluate(params: PipelineParams, split: str = "test") -> dict:
+    """As `dore.pipeline.evaluate`: the selected model on `split`, the same `metrics.json` record;
+    one forward pass per document and no decoder (0 decoder steps). The record adds the input
+    counts (truncated inputs, entities lost to truncation, gold relations outside the pairs)."""
+    from dore.pipeline import artifacts_dir, load_split, write_evaluation
+
+    classifier = RelationClassifier.from_pretrained(artifacts_dir(params) / "model")
+    docs = load_split(params, split)
+    counts: Counter = Counter()
+    started = time.perf_counter()
+    predictions = classifier.predict(docs, counts=counts)
+    return write_evaluation(params, split, docs, predictions, seconds=time.perf_counter() - started, decoder_steps=0,
+                            input_counts=dict(counts), dev_selected=classifier.card.get("dev_metrics"))

@@ -23,24 +23,40 @@ per document, one sequence of triplets
 `parse_lexical` maps generated strings back to entities (exact mention string, then normalized:
 lower case, no accents, punctuation, articles or spaces) and counts every string it cannot map;
 `generate_lexical` is plain (unconstrained) beam or greedy search from one encoding per document.
+
+`train(params, *, resume)` and `evaluate(params, split)` are the baseline's `dore.pipeline.train`
+/ `evaluate`: `dore.train.train` with `target_format="lexical"` (full-vocabulary loss, the same
+optimizer, budget, checkpoints and resume), selection on dev F1 of greedy generation, the selected
+model in `model/` (backbone with the separators, `layout.json`, `lexical_model.json`), and the
+same `metrics.json` record with the generated tokens per document as its decoder steps.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import statistics
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from tokenizers import AddedToken
 from transformers import EncoderDecoderModel, GenerationConfig, PreTrainedTokenizerBase
 
-from dore.data.model import DataError, Document
+from dore.data.model import DataError, Document, atomic_write_text
 from dore.layout import IdLayout
+from dore.train import TrainConfig
 
+if TYPE_CHECKING:
+    from dore.model.backbone import Backbone
+    from dore.pipeline import PipelineParams
+
+LEXICAL_CARD = "lexical_model.json"
 TRIPLET, REL, TAIL = "<triplet>", "<rel>", "<tail>"
 SEPARATORS = (TRIPLET, REL, TAIL)
 Order = Literal["row-column", "annotation"]
@@ -205,9 +221,11 @@ def ids_to_text(ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) -> str:
 @torch.no_grad()
 def generate_lexical(backbone, layout: IdLayout, docs: Sequence[Document], *, num_beams: int = 1,
                      length_penalty: float = 1.0, max_new_tokens: int | None = None, batch_docs: int = 8,
+                     max_source_length: int | None = None, chunk_length: int | None = None,
                      counts: Counter | None = None) -> list[str]:
-    """Generated text per document: each batch is encoded once, then plain `generate` (no
-    constraint) continues the decoder prefix. `counts`: truncated inputs and unfinished outputs."""
+    """Generated text per document: each batch is encoded once (as trained: `max_source_length`,
+    `chunk_length`), then plain `generate` (no constraint) continues the decoder prefix.
+    `counts`: truncated inputs, unfinished outputs and generated tokens (EOS included)."""
     from torch.nn.utils.rnn import pad_sequence
     from transformers.modeling_outputs import BaseModelOutput
 
@@ -225,23 +243,24 @@ def generate_lexical(backbone, layout: IdLayout, docs: Sequence[Document], *, nu
     config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                               do_sample=False, eos_token_id=backbone.eos_id, pad_token_id=backbone.pad_id,
                               decoder_start_token_id=int(prefix[0]))
+    max_length = max_source_length or (None if chunk_length else backbone.max_source_length)
     texts = []
     for start in range(0, len(docs), batch_docs):
         chunk = docs[start: start + batch_docs]
-        encoded = [encode_document(d, layout.assign(d), tokenizer, backbone.code_to_id, backbone.max_source_length)
-                   for d in chunk]
+        encoded = [encode_document(d, layout.assign(d), tokenizer, backbone.code_to_id, max_length,
+                                   chunk_length=chunk_length, pad_id=backbone.pad_id) for d in chunk]
         counts["truncated_inputs"] += sum(e.truncated for e in encoded)
         ids = pad_sequence([torch.tensor(e.input_ids) for e in encoded], batch_first=True,
                            padding_value=backbone.pad_id).to(device)
-        lengths = torch.tensor([len(e.input_ids) for e in encoded], device=device)
-        attention = (torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None]).long()
-        hidden = encode(model, backbone.family, {"input_ids": ids, "attention_mask": attention})
+        attention = (ids != backbone.pad_id).long()  # chunked inputs hold padding inside
+        hidden = encode(model, backbone.family, {"input_ids": ids, "attention_mask": attention}, chunk_length)
         with _only_generation_config(model, config):  # the checkpoint's own text defaults stay out
             out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention,
                                  decoder_input_ids=prefix.expand(len(chunk), -1), generation_config=config)
         for row in out[:, len(prefix):].tolist():
             finished = backbone.eos_id in row
             counts["unfinished"] += not finished
+            counts["generated_tokens"] += row.index(backbone.eos_id) + 1 if finished else len(row)
             texts.append(ids_to_text(row[: row.index(backbone.eos_id)] if finished else row, tokenizer))
     return texts
 
@@ -344,3 +363,99 @@ def predict_lexical(backbone, layout: IdLayout, docs: Sequence[Document], **gene
         predictions[doc.doc_id], doc_counts = parse_lexical(text, doc, names)
         counts.update(doc_counts)
     return predictions, +counts
+
+
+# --- the pipeline stages ---------------------------------------------------------------------
+
+def lexical_config(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` for the baseline: lexical targets, one sequence per document. The symbolic target's
+    own settings (`mode`, `sampling`, `symbol_loss`) do not apply: there are no rows, negatives or
+    symbols; everything else (backbone, init, order, optimizer, budget) is used as given."""
+    return cfg.model_copy(update={"target_format": "lexical", "mode": "sequence"})
+
+
+def save_lexical(directory: str | Path, backbone: Backbone, layout: IdLayout, **card) -> Path:
+    """Backbone (safetensors weights, tokenizer with symbols and separators), layout and the card
+    (`lexical_model.json`, not DORE's card: `Extractor.from_pretrained` refuses this model);
+    written to a temporary folder and renamed so a reader never sees half a model."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    backbone.save_pretrained(tmp)
+    atomic_write_text(tmp / "layout.json", layout.to_json())
+    atomic_write_text(tmp / LEXICAL_CARD, json.dumps({"target_format": "lexical", "family": backbone.family, **card},
+                                                     indent=1, default=str))
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def load_lexical(directory: str | Path) -> tuple[Backbone, IdLayout, dict]:
+    """A model saved by `save_lexical`: (backbone, layout, card)."""
+    from dore.model.backbone import load_trained
+
+    directory = Path(directory)
+    if not (directory / LEXICAL_CARD).exists():
+        raise FileNotFoundError(f"{directory} is not a saved lexical model (no {LEXICAL_CARD})")
+    card = json.loads((directory / LEXICAL_CARD).read_text())
+    layout = IdLayout.from_dict(json.loads((directory / "layout.json").read_text()))
+    backbone = load_trained(directory, layout)
+    separator_ids(backbone.tokenizer)  # a model saved without them cannot have learned the format
+    return backbone, layout, card
+
+
+def train(params: PipelineParams, *, resume: bool = True) -> dict:
+    """As `dore.pipeline.train`: train on `train` (`lexical_config(params.train)`), select on dev
+    F1 of greedy generation (never test), the selected model to `model/`. No NA/EOS bias to tune
+    (`tune_na_biases` does not apply). The summary adds the training targets' lengths."""
+    from dore.datasets import get_setting
+    from dore.evaluate import score
+    from dore.pipeline import _scalars, artifacts_dir, initial_backbone, load_layout, load_split, training_summary
+    from dore.predict import training_data_hash
+    from dore.train import train as train_loop
+
+    cfg = lexical_config(params.train)
+    layout = load_layout(params)
+    train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
+    backbone = initial_backbone(cfg, layout)
+    add_separator_tokens(backbone, seed=cfg.seed)
+    decoding = {"num_beams": 1, "max_source_length": cfg.max_source_length, "chunk_length": cfg.chunk_length}
+    out = artifacts_dir(params)
+    data_hash = training_data_hash(train_docs)
+
+    def evaluate_dev(model, epoch) -> dict:
+        predictions, _ = predict_lexical(backbone, layout, dev_docs, **decoding)
+        return _scalars(score(predictions, dev_docs, train_docs=train_docs))
+
+    def on_best(model, metrics: dict) -> None:
+        save_lexical(out / "model", backbone, layout, preset=cfg.model_dump(), decoding=decoding,
+                     training_data_sha256=data_hash, dev_metrics=metrics,
+                     split_note=get_setting(params.dataset).split_note)
+
+    result = train_loop(cfg, backbone, layout, train_docs, out / "train", evaluate_dev=evaluate_dev, on_best=on_best,
+                        resume=resume)
+    summary = {**training_summary(result), "target_lengths": lexical_target_lengths(
+        train_docs, backbone.tokenizer, relation_names_of(layout), backbone.max_target_length,
+        prefix_len=len(backbone.decoder_prefix), order=cfg.order)}
+    atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def evaluate(params: PipelineParams, split: str = "test") -> dict:
+    """As `dore.pipeline.evaluate`: the selected model on `split` (`params.num_beams`), the same
+    `metrics.json` record; decoder steps are generated tokens. The record adds the generation and
+    parse counts (`parse_repairs`: unmatched strings, malformed triplets, unfinished outputs, ...)
+    and the split's target lengths against the decoder's positions."""
+    from dore.pipeline import artifacts_dir, load_split, write_evaluation
+
+    backbone, layout, card = load_lexical(artifacts_dir(params) / "model")
+    docs = load_split(params, split)
+    started = time.perf_counter()
+    predictions, counts = predict_lexical(backbone, layout, docs, **{**card["decoding"], "num_beams": params.num_beams})
+    seconds = time.perf_counter() - started
+    generated, truncated = counts.pop("generated_tokens", 0), counts.pop("truncated_inputs", 0)
+    lengths = lexical_target_lengths(docs, backbone.tokenizer, relation_names_of(layout), backbone.max_target_length,
+                                     prefix_len=len(backbone.decoder_prefix), order=card["preset"]["order"])
+    return write_evaluation(params, split, docs, predictions, seconds=seconds, decoder_steps=generated,
+                            parse_repairs=dict(counts), truncated_inputs=truncated, target_lengths=lengths,
+                            dev_selected=card.get("dev_metrics"))

@@ -122,7 +122,19 @@ def _load_base(spec: str, tiny_corpus: Sequence[str] | None
 
 def _warm_start_bert2bert(path: str, tokenizer: PreTrainedTokenizerBase) -> EncoderDecoderModel:
     """Encoder and decoder both from one BERT-like checkpoint; cross-attention is new."""
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+    from transformers.utils import logging as hf_logging
+
+    # The load report lists every cross-attention weight as MISSING: expected for a warm start
+    # (they are new by design), and pages of it would bury the pipeline's own output.
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     # generate() reads generation_config, the loss's label shifting reads config: set both.
     for config in (model.config, model.generation_config):
         config.decoder_start_token_id = tokenizer.cls_token_id

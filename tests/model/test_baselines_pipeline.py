@@ -1,0 +1,141 @@
+"""The baselines as pipeline stages: `dore.train` with lexical targets, and the comparison runner's
+`lexical` and `classifier` rows on the shipped config's smoke section (tiny-bart, 3 / 2 / 2 real
+documents, 2 steps) -- trained, selected on dev, scored on test, with every column."""
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import dore.train
+from dore import experiments
+from dore.baselines import lexical
+from dore.baselines.classifier import RelationClassifier
+from dore.baselines.lexical import LEXICAL_CARD, add_separator_tokens, lexical_target_ids, relation_names_of
+from dore.data.docred import load_rel_info, read_docred
+from dore.layout import docred_layout
+from dore.model.backbone import load_backbone
+from dore.predict import Extractor
+from dore.train import IGNORE, TrainConfig
+
+CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "comparisons.yaml"
+RUNS = ("lexical-seed42", "classifier-seed42")
+RECORD_KEYS = {"f1", "ign_f1", "p", "r", "decode_seconds", "docs_per_second", "decoder_steps_per_doc", "scorer",
+               "setting", "split", "documents", "dev_selected"}
+
+
+@pytest.fixture(scope="module")
+def real(shared_data):
+    docs = read_docred(shared_data / "redocred" / "dev_revised.json")[0]
+    layout = docred_layout(load_rel_info(shared_data / "docred" / "rel_info.json"), n_slots=45)
+    short = sorted((d for d in docs[:40] if d.unique_relations()), key=lambda d: len(d.tokens))[:2]
+    return short, layout
+
+
+def test_lexical_targets_need_sequence_mode(real, tmp_path):
+    docs, layout = real
+    backbone = load_backbone("tiny-bart", layout, seed=0)
+    add_separator_tokens(backbone)
+    with pytest.raises(ValueError, match="target_format='lexical'.*mode='sequence', not 'rows'"):
+        dore.train.train(TrainConfig(target_format="lexical", mode="rows"), backbone, layout, docs, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_lexical_training_feeds_text_targets_to_a_full_vocabulary_loss(real, tmp_path, monkeypatch):
+    docs, layout = real
+    backbone = load_backbone("tiny-bart", layout, seed=0)
+    add_separator_tokens(backbone)
+    calls = []
+    real_loss = dore.train.row_loss
+
+    def spy(model, family, batch, **kwargs):
+        calls.append((batch, kwargs))
+        return real_loss(model, family, batch, **kwargs)
+
+    monkeypatch.setattr(dore.train, "row_loss", spy)
+    cfg = TrainConfig(target_format="lexical", mode="sequence", max_steps=1, batch_docs=2, mixed_precision="no")
+    result = dore.train.train(cfg, backbone, layout, docs, tmp_path, resume=False)
+    assert result.steps == 1 and not +Counter(result.counts)  # nothing truncated or cut
+    [(batch, kwargs)] = calls
+    assert kwargs["code_to_id"] is None  # words, not symbols: the whole vocabulary
+    names = relation_names_of(layout)
+    expected = sorted(lexical_target_ids(d, backbone.tokenizer, names) + [backbone.eos_id] for d in docs)
+    labels = batch["labels"]
+    n_prefix = len(backbone.decoder_prefix)
+    assert (labels[:, : n_prefix - 1] == IGNORE).all()  # the prefix is given, not predicted
+    assert sorted(row[row != IGNORE].tolist() for row in labels) == expected
+    assert len(batch["row_doc"]) == len(docs)  # one sequence per document, no row heads
+
+
+@pytest.fixture(scope="module")
+def baseline_rows(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("baselines")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DORE_DATA", str(shared_data))
+        rows = experiments.run_all(CONFIG, out, only=list(RUNS), smoke=True)
+    return out, {r["id"]: r for r in rows}
+
+
+def test_baseline_rows_finish_with_every_column(baseline_rows):
+    out, rows = baseline_rows
+    assert list(rows) == list(RUNS)
+    for row in rows.values():
+        assert row["status"] == "done", row.get("reason")
+        assert {key for key, _ in experiments.COLUMNS} <= set(row)
+        assert all(row[key] is not None for key in ("f1", "ign_f1", "p", "r", "decoder_steps_per_doc",
+                                                    "docs_per_second", "train_seconds", "decode_seconds",
+                                                    "targets_over_decoder_length", "dev_f1", "dev_step"))
+        assert 0 <= row["ign_f1"] <= row["f1"] <= 100
+        assert row["optimizer_steps"] == 2 and not row["resumed"]
+        assert "docred_official on test (2 docs)" in row["note"]
+        record = json.loads((out / row["id"] / "docred" / "metrics.json").read_text())
+        assert RECORD_KEYS <= set(record) and record["f1"] == row["f1"]
+        assert record["dev_selected"]["f1"] == row["dev_f1"]
+        log = [json.loads(line) for line in open(row["train_log"])]
+        assert [r["step"] for r in log if "dev_f1" in r] == [1, 2]
+    lex, clf = rows["lexical-seed42"], rows["classifier-seed42"]
+    assert lex["decoder_steps_per_doc"] > 0 and clf["decoder_steps_per_doc"] == 0
+    with open(out / experiments.CURVES_CSV) as fh:
+        assert {(p["config"], p["step"]) for p in csv.DictReader(fh)} == {(r, s) for r in RUNS for s in ("1", "2")}
+
+
+def test_lexical_record_counts_its_strings_and_lengths(baseline_rows):
+    out, rows = baseline_rows
+    record = json.loads((out / "lexical-seed42" / "docred" / "metrics.json").read_text())
+    repairs = Counter(record["parse_repairs"])
+    budget = 1024 - 2  # tiny-bart's decoder positions minus its prefix
+    generated = record["decoder_steps_per_doc"] * record["documents"]
+    assert repairs["unfinished"] * budget <= generated <= record["documents"] * budget  # an unfinished one used it all
+    assert repairs["unfinished"] == 0 or repairs["malformed"] + repairs["unmatched_strings"] > 0
+    assert rows["lexical-seed42"]["parse_repairs"] == record["parse_repairs"]
+    lengths = record["target_lengths"]
+    assert lengths["documents"] == 2 and lengths["max_len"] == 1024 and lengths["max"] > 0
+    summary = json.loads((out / "lexical-seed42" / "docred" / "train" / "summary.json").read_text())
+    assert summary["target_lengths"]["documents"] == 3 and summary["steps"] == 2
+
+
+def test_lexical_model_is_its_own_format_and_resumes_as_finished(baseline_rows):
+    out, _ = baseline_rows
+    model = out / "lexical-seed42" / "docred" / "model"
+    card = json.loads((model / LEXICAL_CARD).read_text())
+    assert card["target_format"] == "lexical" and card["preset"]["mode"] == "sequence"
+    assert card["decoding"]["num_beams"] == 1 and card["dev_metrics"]["step"] in (1, 2)
+    with pytest.raises(FileNotFoundError, match="not a saved DORE model"):
+        Extractor.from_pretrained(model)  # DORE's decoder would read its text as symbols
+    params = next(r.params for r in experiments.plan(experiments.load_config(CONFIG, smoke=True), out)
+                  if r.id == "lexical-seed42")
+    log = (out / "lexical-seed42" / "docred" / "train" / "train_log.jsonl").read_text()
+    summary = lexical.train(params, resume=True)  # the step-2 checkpoint loads into the grown vocabulary
+    assert summary["steps"] == 2 and summary["best_dev"]["step"] == card["dev_metrics"]["step"]
+    assert (out / "lexical-seed42" / "docred" / "train" / "train_log.jsonl").read_text() == log
+
+
+def test_classifier_model_reloads_with_its_card(baseline_rows):
+    out, rows = baseline_rows
+    classifier = RelationClassifier.from_pretrained(out / "classifier-seed42" / "docred" / "model")
+    assert classifier.card["dev_metrics"]["f1"] == rows["classifier-seed42"]["dev_f1"]
+    assert classifier.card["training_data_sha256"] and classifier.model.context_pooling
+    record = json.loads((out / "classifier-seed42" / "docred" / "metrics.json").read_text())
+    assert record["input_counts"].get("relations_outside_pairs", 0) == 0
