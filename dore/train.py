@@ -278,6 +278,18 @@ def param_groups(model, cfg: TrainConfig) -> list[dict]:
              "lr": cfg.lr_new if new else cfg.lr} for (nd, new), ps in groups.items()]
 
 
+def backward_and_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: float) -> None:
+    """One micro-batch inside `accelerator.accumulate`: clipping and the schedule only on the
+    steps that really update (the last micro-batch of an accumulation)."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    if accelerator.sync_gradients:
+        scheduler.step()
+    optimizer.zero_grad()
+
+
 class Checkpointer:
     """Atomic checkpoints: write `step-N.tmp/`, fsync, rename to `step-N/`, then point `latest` at it."""
 
@@ -445,13 +457,7 @@ def train(cfg: TrainConfig, backbone, layout: IdLayout, train_docs: Sequence[Doc
                 loss, n_tok = row_loss(model, backbone.family, batch, label_smoothing=cfg.label_smoothing,
                                        code_to_id=symbol_ids, bucket=cfg.group_by_length,
                                        chunk_length=cfg.chunk_length)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
+                backward_and_step(accelerator, model, optimizer, scheduler, loss, cfg.max_grad_norm)
             loss_sum, tok_sum = loss_sum + loss.item() * n_tok, tok_sum + n_tok
             state["batch_in_epoch"] = b + 1
             if not accelerator.sync_gradients:

@@ -388,7 +388,7 @@ def train_classifier(cfg: TrainConfig, classifier: RelationClassifier, train_doc
     from transformers import get_linear_schedule_with_warmup
 
     from dore.evaluate import score
-    from dore.train import _mixed_precision, epoch_batches
+    from dore.train import _mixed_precision, backward_and_step, epoch_batches
 
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
                               gradient_accumulation_steps=cfg.grad_accum)
@@ -422,13 +422,7 @@ def train_classifier(cfg: TrainConfig, classifier: RelationClassifier, train_doc
             labels = torch.cat([ex.labels for ex in batch]).to(accelerator.device)
             with accelerator.accumulate(model):
                 loss = at_loss(model(**classifier.collate(batch, accelerator.device)), labels)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
+                backward_and_step(accelerator, model, optimizer, scheduler, loss, cfg.max_grad_norm)
             loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
             if not accelerator.sync_gradients:
                 continue

@@ -42,11 +42,11 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dore.coref.result import CorefDoc, Setting, Span, typed_doc
-from dore.data.model import DataError, Document
+from dore.data.model import DataError, Document, iter_json_objects
 
 TYPE_SOURCE = "document NER (Document.extra_mentions; gold in the SciREX files)"
 _PART_SUFFIX = re.compile(r"_\d+$")
@@ -222,18 +222,7 @@ def char_spans_to_words(spans: Sequence[Span], offsets: Sequence[Span]) -> list[
     return out
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", file=path, line=lineno) from exc
-            if not isinstance(raw, dict):
-                raise DataError(f"expected a JSON object, got {type(raw).__name__}", file=path, line=lineno)
-            yield lineno, raw
+_lines = iter_json_objects  # (line number, object) per line; DataError names the line
 
 
 def _clusters(value: object, fail: Fail, field: str) -> list[list[Span]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from dore.coref.result import CorefDoc, CorefResult
-from dore.data.model import DataError, atomic_write_text
+from dore.data.model import DataError, atomic_write_text, iter_json_objects
 
 FORMAT = "dore-coref/1"
 
@@ -38,16 +38,14 @@ def write_result(path: str | os.PathLike, result: CorefResult) -> Path:
 def read_result(path: str | os.PathLike) -> CorefResult:
     """Read a file written by `write_result`; DataError names the line and field of any problem."""
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
-        lines = [(i, line) for i, line in enumerate(fh, 1) if line.strip()]
+    lines = list(iter_json_objects(path))
     if not lines:
         raise DataError("empty file (expected a header line)", file=path)
-    header = _load(path, *lines[0])
+    header = lines[0][1]
     if header.get("format") != FORMAT:
         raise DataError(f"not a {FORMAT} coreference result", file=path, line=lines[0][0], field="format")
     docs = []
-    for lineno, line in lines[1:]:
-        raw = _load(path, lineno, line)
+    for lineno, raw in lines[1:]:
         try:
             docs.append(CorefDoc.model_validate(raw))
         except ValidationError as exc:
@@ -64,13 +62,3 @@ def read_result(path: str | os.PathLike) -> CorefResult:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise DataError(err["msg"], file=path, line=lines[0][0], field=".".join(map(str, err["loc"]))) from exc
-
-
-def _load(path: Path, lineno: int, line: str) -> dict:
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", file=path, line=lineno) from exc
-    if not isinstance(raw, dict):
-        raise DataError(f"expected a JSON object, got {type(raw).__name__}", file=path, line=lineno)
-    return raw

@@ -184,6 +184,26 @@ def write_jsonl(path: str | os.PathLike, docs: Iterable[Document]) -> Path:
     return atomic_write_text(path, "".join(d.to_json() + "\n" for d in docs))
 
 
+def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON-lines file (gzip if `.gz`); a line
+    that is not a JSON object raises DataError naming the file and line."""
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", file=path, line=lineno) from exc
+            if not isinstance(raw, dict):
+                raise DataError(f"expected a JSON object, got {type(raw).__name__}", file=path, line=lineno)
+            yield lineno, raw
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[Document]:
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):

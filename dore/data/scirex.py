@@ -24,7 +24,6 @@ Ignored on purpose: `coref_non_salient` (only in the train browser copy; no scor
 from __future__ import annotations
 
 import bisect
-import gzip
 import json
 import os
 from collections import Counter
@@ -32,7 +31,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
-from dore.data.model import DataError, Document, Entity, Mention, Relation
+from dore.data.model import DataError, Document, Entity, Mention, Relation, iter_json_objects
 from dore.data.report import ReaderReport
 
 #: Relation argument order, and the tie-break order of the majority type vote.
@@ -55,23 +54,14 @@ def read_scirex(path: str | os.PathLike) -> tuple[list[Document], ReaderReport]:
     report = ReaderReport(file=str(path))
     docs: list[Document] = []
     seen: set[str] = set()
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", file=path, line=lineno) from exc
-            doc = _document(raw, report, lambda msg, field, doc=None: DataError(
-                msg, file=path, line=lineno, doc=doc, field=field))
-            if doc.doc_id in seen:
-                raise DataError("doc_id repeats an earlier line", file=path, line=lineno, doc=doc.doc_id,
-                                field="doc_id")
-            seen.add(doc.doc_id)
-            docs.append(doc.check(file=str(path)))
-            report.add_document(doc)
+    for lineno, raw in iter_json_objects(path):
+        doc = _document(raw, report, lambda msg, field, doc=None, lineno=lineno: DataError(
+            msg, file=path, line=lineno, doc=doc, field=field))
+        if doc.doc_id in seen:
+            raise DataError("doc_id repeats an earlier line", file=path, line=lineno, doc=doc.doc_id, field="doc_id")
+        seen.add(doc.doc_id)
+        docs.append(doc.check(file=str(path)))
+        report.add_document(doc)
     return docs, report
 
 
