@@ -86,6 +86,8 @@ def sample_negatives(
         return [c for i, c in enumerate(empty_cells) if i in chosen], strategy
 
     arity = len(empty_cells[0])
+    if arity > 2 and config.strategy == "dynamic" and strategy.startswith("asymmetric"):
+        strategy = "diagonal"  # n-ary cells have no left/right of a diagonal: the window is the pattern
     if arity > 2:
         if strategy != "diagonal":
             raise ValueError(f"{strategy!r} sampling is defined for binary relations only; use diagonal (window)")

@@ -77,3 +77,16 @@ def test_epochs_draw_new_negatives_and_dynamic_uses_every_choice():
 def test_parse_spec(spec, expected):
     cfg = SamplingConfig.parse(spec)
     assert {k: getattr(cfg, k) for k in expected} == expected
+
+
+def test_dynamic_sampling_on_nary_cells_uses_the_window():
+    """Asymmetric patterns have no meaning for 4-ary cells: dynamic falls back to the diagonal window."""
+    import random
+
+    from dore.sampling import SamplingConfig, sample_negatives
+
+    cells = [(a, b, c, d) for a in range(2) for b in range(2, 4) for c in range(4, 6) for d in range(6, 8)]
+    rank = {s: s % 2 for s in range(8)}
+    applied = {sample_negatives(cells, rank, SamplingConfig.parse("dynamic"), random.Random(seed), same_axis=False)[1]
+               for seed in range(40)}
+    assert applied and not any(s.startswith("asymmetric") for s in applied)
