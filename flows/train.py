@@ -20,7 +20,7 @@ set_offline_defaults()  # before Prefect reads its settings
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 
-from dore import stages  # noqa: E402
+from dore import pipeline, stages  # noqa: E402
 from dore.pipeline import PipelineParams, artifacts_dir  # noqa: E402
 from dore.presets import resolve  # noqa: E402
 
@@ -70,6 +70,18 @@ def package(params: PipelineParams) -> dict:
     return stages.package(params)
 
 
+@task(name="coref", **IO_RETRIES, **JSON_RESULTS)
+def coref(params: PipelineParams, backend: str) -> dict:
+    """SciREX: cluster the test split's mentions with a coreference backend (dore.coref)."""
+    return pipeline.coref(params, backend)
+
+
+@task(name="evaluate-coref", **JSON_RESULTS)
+def evaluate_coref(params: PipelineParams, backend: str) -> dict:
+    """SciREX: the model over the backend's clusters, official scores labelled by setting."""
+    return pipeline.evaluate_with_coref(params, backend)
+
+
 def metric_rows(record: dict) -> list[dict]:
     """The headline numbers of an evaluation record, one table row each."""
     return [{"metric": k, "value": round(v, 4) if isinstance(v, float) else v}
@@ -79,10 +91,12 @@ def metric_rows(record: dict) -> list[dict]:
 @flow(name="train-dore", **JSON_RESULTS)
 def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "embedded",
                overrides: dict[str, Any] | None = None, artifacts: str = "artifacts",
-               package_model: bool = True) -> dict:
+               package_model: bool = True, coref_backends: list[str] | None = None) -> dict:
     """The whole lifecycle for one dataset. `preset`: `embedded` (MiniLM, small real subset,
     CPU) or `paper` (Table 7); `overrides` merge into it, e.g.
-    `{"limit_train": 4, "train": {"backbone": "tiny-bart", "max_steps": 2}}`."""
+    `{"limit_train": 4, "train": {"backbone": "tiny-bart", "max_steps": 2}}`. SciREX only:
+    `coref_backends` (e.g. `["gold", "string-match"]`) also evaluates the trained gold-input model
+    over each backend's clusters (settings gold_input / pred_coref_gold_mentions / end_to_end)."""
     logger = get_run_logger()
     params = resolve(preset, dataset, overrides, artifacts=artifacts)
     logger.info("parameters: %s", params.model_dump_json())
@@ -98,7 +112,19 @@ def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "
         key=f"dore-{dataset}-metrics", table=rows,
         description=f"dore {dataset} ({preset}) on {record['split']} [{record['scorer']}]: {record['setting']}. "
                     f"Model: {packaged['tag'] if packaged else artifacts_dir(params) / 'model'}")
+    with_coref = {}
+    for backend in coref_backends or []:
+        coref(params, backend)
+        scored = evaluate_coref(params, backend)
+        with_coref[backend] = scored
+        create_table_artifact(
+            key=f"dore-{dataset}-{backend}-metrics".replace("_", "-"),
+            table=[{"scorer": scorer, "arity": arity, **{k: round(v[k], 2) for k in ("p", "r", "f1")}}
+                   for scorer in ("scirex_official", "dore_micro") for arity, v in scored[scorer].items()],
+            description=f"{dataset} test, setting {scored['setting']} (coreference: {backend}, "
+                        f"avg F1 {scored['coref_quality']['avg_f1']:.1f}); {scored['split_note']}")
     return {"dataset": dataset, "preset": preset, "metrics": {r["metric"]: r["value"] for r in rows},
+            "coref": {b: {"setting": r["setting"], "scirex_official": r["scirex_official"]} for b, r in with_coref.items()},
             "model_dir": str((artifacts_dir(params) / "model").resolve()),
             "bento_tag": packaged["tag"] if packaged else None}
 

@@ -79,3 +79,21 @@ def test_only_io_failures_are_retried():
 
     assert is_io_error(None, None, Failed(data=OSError("disk full")))
     assert not is_io_error(None, None, Failed(data=DataError("train.json: doc 3: field vertexSet")))
+
+
+def test_scirex_flow_also_scores_each_coreference_setting(prefect_api, tmp_path, tiny_overrides):
+    from prefect.artifacts import Artifact
+
+    from flows.train import train_dore
+
+    overrides = {**tiny_overrides, "limit_dev": 1, "train": {**tiny_overrides["train"], "chunk_length": 256}}
+    state = train_dore(dataset="scirex", overrides=overrides, artifacts=str(tmp_path), package_model=False,
+                       coref_backends=["gold", "string-match"], return_state=True)
+    assert state.is_completed(), state.message
+    coref = state.result()["coref"]
+    assert {b: r["setting"] for b, r in coref.items()} == {"gold": "gold_input",
+                                                            "string-match": "pred_coref_gold_mentions"}
+    for backend in coref:
+        assert (tmp_path / "scirex" / f"metrics_{backend}.json").exists()
+        artifact = Artifact.get(f"dore-scirex-{backend}-metrics")
+        assert artifact is not None and coref[backend]["setting"] in artifact.description
