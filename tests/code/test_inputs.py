@@ -198,3 +198,34 @@ def test_a_mention_past_the_first_window_reaches_the_decoder(layout, docs):
         hidden = encode_chunks(model.get_encoder(), ids, (ids != bb.pad_id).long(), 64)
         alone = model.get_encoder()(input_ids=first, attention_mask=(first != bb.pad_id).long()).last_hidden_state
         assert torch.allclose(hidden[:, :64], alone, atol=1e-5)
+
+
+def test_minilm_reads_a_scirex_mention_past_position_512(shared_data):
+    """The embedded default on a real SciREX document: a marker in the third 512-token window
+    changes what the decoder sees."""
+    import torch
+
+    from dore.convert import default_layout
+    from dore.data.scirex import read_scirex
+    from dore.model.inputs import encode_chunks
+
+    doc = read_scirex(shared_data / "scirex" / "dev.jsonl")[0][0]
+    layout = default_layout([doc], "scirex", None)
+    bb = load_backbone("minilm", layout, seed=0)
+    enc = encode_document(doc, layout.assign(doc), bb.tokenizer, bb.code_to_id, 512 * 3, chunk_length=512,
+                          pad_id=bb.pad_id)
+    ids = torch.tensor([enc.input_ids])
+    symbols = set(bb.code_to_id)
+    marker = next(i for i, t in enumerate(enc.input_ids) if t in symbols and i >= 1024)
+    changed = ids.clone()
+    changed[0, marker] = next(t for t in bb.code_to_id if t != int(ids[0, marker]) and t in symbols)
+    model = bb.model.eval()
+
+    def cross_attended(input_ids):
+        mask = (input_ids != bb.pad_id).long()
+        hidden = encode_chunks(model.get_encoder(), input_ids, mask, 512)
+        return model(encoder_outputs=(hidden,), attention_mask=mask,
+                     decoder_input_ids=torch.tensor([bb.decoder_prefix])).logits
+
+    with torch.no_grad():
+        assert not torch.allclose(cross_attended(ids), cross_attended(changed))
