@@ -260,6 +260,21 @@ def experiments(ctx: typer.Context):
     main(list(ctx.args))
 
 
+@app.command()
+def attention(
+    model_dir: Annotated[Path, typer.Argument(help="a saved DORE model (single-sequence decoding is used)")],
+    inputs: Annotated[Path, typer.Argument(help="documents (any format dore reads)")],
+    doc: Annotated[int, typer.Option("--doc", help="the document to show")] = 0,
+    stats_docs: Annotated[int, typer.Option(help="documents for the shares (the paper's Figure 3 statistics)")] = 20,
+):
+    """Which earlier tuple the decoder attended to most when it predicted each relation (paper Fig. 3)."""
+    from dore.analysis import main
+
+    result = main(model_dir, inputs, doc, stats_docs)
+    console.print(result["text"])
+    console.print(_table("tuple attention over the documents", result["statistics"]))
+
+
 @app.command("package")
 def package_command(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts")):
     """Stage package: the selected model (artifacts/<dataset>/model) into the BentoML model store."""

@@ -109,13 +109,13 @@ class Extractor:
             raise LayoutError(f"document {doc.doc_id!r} does not fit this model: {exc}") from None
 
     @torch.no_grad()
-    def predict_tuples(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):
-        """Per document: (assignment, [(slot tuple, confidence)]) with NA removed."""
+    def generate(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):
+        """Per document: (assignment, encoded input ids, its generated rows or sequence as
+        `Decoded`, NA tuples included), before parsing. Each batch is encoded once."""
         from dore.model.inputs import encode_document
 
         cfg = decoding or self.decoding
-        model = self.backbone.model
-        model.eval()
+        self.backbone.model.eval()
         out = []
         for start in range(0, len(docs), cfg.batch_docs):
             chunk = docs[start: start + cfg.batch_docs]
@@ -127,8 +127,14 @@ class Extractor:
             self.stats.documents += len(chunk)
             self.stats.truncated_inputs += sum(e.truncated for e in encoded)
             self.stats.lost_entities += sum(len(e.lost_entities) for e in encoded)
-            out.extend(self._decode(chunk, assignments, [e.input_ids for e in encoded], cfg))
+            decoded = self._generate(assignments, [e.input_ids for e in encoded], cfg)
+            out.extend(zip(assignments, [e.input_ids for e in encoded], decoded))
         return out
+
+    def predict_tuples(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):
+        """Per document: (assignment, [(slot tuple, confidence)]) with NA removed."""
+        cfg = decoding or self.decoding
+        return [self._parse(assignment, rows, cfg) for assignment, _, rows in self.generate(docs, cfg)]
 
     def extract(self, docs: Sequence[Document], decoding: DecodingConfig | None = None) -> list[list[PredictedRelation]]:
         results = []
@@ -144,8 +150,9 @@ class Extractor:
             results.append(rels)
         return results
 
-    def _decode(self, docs, assignments, input_ids, cfg: DecodingConfig):
-        """Encode the batch once, decode rows (or sequences) under the symbol constraint, parse."""
+    def _generate(self, assignments, input_ids, cfg: DecodingConfig) -> list[list]:
+        """Encode the batch once, decode rows (or sequences) under the symbol constraint; the
+        `Decoded` rows of each document."""
         from dore.model.decoding import Rules, generate_rows, generate_sequence, slot_mask
 
         bb, layout = self.backbone, self.layout
@@ -171,22 +178,24 @@ class Extractor:
             decoded = generate_rows(bb.model, ids.to(device), attention.to(device), heads, **common)
         else:
             decoded = generate_sequence(bb.model, ids.to(device), attention.to(device), **common)
-        per_doc: list[list] = [[] for _ in docs]
+        per_doc: list[list] = [[] for _ in assignments]
         for d in decoded:
             per_doc[d.doc].append(d)
-        out = []
-        for assignment, rows in zip(assignments, per_doc):
-            self.stats.rows += len(rows)
-            self.stats.decoder_steps += max((len(r.codes) + r.finished for r in rows), default=0)
-            confidence = {}
-            for r in rows:
-                confidence.update(tuple_confidences(r.codes, r.probs, layout, r.head))
-            if cfg.mode == "rows":
-                tuples = parse_rows({r.head: r.codes for r in rows}, layout, assignment.slots, self.stats.parse)
-            else:
-                tuples = parse_codes(rows[0].codes if rows else [], layout, assignment.slots, counts=self.stats.parse)
-            out.append((assignment, [(t, confidence.get(t, 0.0)) for t in tuples]))
-        return out
+        return per_doc
+
+    def _parse(self, assignment: SlotAssignment, rows: list, cfg: DecodingConfig):
+        """One document's decoded rows -> (assignment, [(slot tuple, confidence)]), NA removed."""
+        layout = self.layout
+        self.stats.rows += len(rows)
+        self.stats.decoder_steps += max((len(r.codes) + r.finished for r in rows), default=0)
+        confidence = {}
+        for r in rows:
+            confidence.update(tuple_confidences(r.codes, r.probs, layout, r.head))
+        if cfg.mode == "rows":
+            tuples = parse_rows({r.head: r.codes for r in rows}, layout, assignment.slots, self.stats.parse)
+        else:
+            tuples = parse_codes(rows[0].codes if rows else [], layout, assignment.slots, counts=self.stats.parse)
+        return assignment, [(t, confidence.get(t, 0.0)) for t in tuples]
 
     def default_max_new_tokens(self, mode: str, assignments: Sequence[SlotAssignment]) -> int:
         """Room for every cell with one relation plus a few multi-label pairs (method.md §7)."""
