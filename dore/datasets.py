@@ -58,6 +58,18 @@ class Setting:
     def read_file(self, path: Path) -> tuple[list[Document], ReaderReport]:
         return READERS[self.reader](path)
 
+    def read_splits(self, splits=SPLITS, root: Path | None = None) -> dict[str, list[Document]]:
+        """Every split's documents, each source file read once (carved splits share their file)."""
+        root = Path(root or data_root())
+        files: dict[str, list[Document]] = {}
+        out = {}
+        for split in splits:
+            source, start, stop = self.carve.get(split, (split, None, None))
+            if source not in files:
+                files[source] = self.read_file(root / self.files[source])[0]
+            out[split] = files[source][start:stop]
+        return out
+
 
 def _read_docred(path):
     from dore.data.docred import read_docred

@@ -61,7 +61,7 @@ def _splits_and_layout(setting):
     """Every split's documents, and the layout sized from all of them (so test documents fit)."""
     from dore.convert import default_layout
 
-    docs = {split: setting.read(split)[0] for split in SPLITS}
+    docs = setting.read_splits(SPLITS)
     return docs, default_layout([d for split in SPLITS for d in docs[split]], setting.reader, _rel_info(setting))
 
 

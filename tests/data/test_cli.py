@@ -47,3 +47,15 @@ def test_official_result_json_round_trip(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())
     assert m["p"] == pytest.approx(100) and 0 < m["r"] < 15 and m["evi_f1"] > 0
+
+
+def test_carved_splits_read_their_source_file_once(shared_data, monkeypatch):
+    from dore.datasets import get_setting
+
+    setting = get_setting("docred")
+    calls = []
+    original = type(setting).read_file
+    monkeypatch.setattr(type(setting), "read_file", lambda self, path: calls.append(path) or original(self, path))
+    splits = setting.read_splits(root=shared_data)
+    assert len(calls) == 2  # dev_revised (train + dev) and test_revised
+    assert [d.doc_id for d in splits["train"] + splits["dev"]] == [d.doc_id for d in original(setting, calls[0])[0]]
