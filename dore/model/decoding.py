@@ -38,15 +38,18 @@ constraint as a per-hypothesis Python `prefix_allowed_tokens_fn`, the baseline t
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from transformers import (BertLMHeadModel, EncoderDecoderModel, GenerationConfig, LogitsProcessor,
                           LogitsProcessorList, PreTrainedModel, PrefixConstrainedLogitsProcessor,
                           RobertaForCausalLM)
@@ -519,7 +522,9 @@ class SymbolHead:
 
         With `row_doc` (the document of each row), `encoder_hidden` and its mask are per document
         and the cross-attention keys and values are projected once per document, then shared by
-        its rows: with ~20 rows per document that projection was most of a training step.
+        its rows: with ~20 rows per document that projection was most of a training step. (Grouping
+        the rows' cross-attention as in decoding gained nothing here: T queries per row already
+        amortise reading the keys/values.)
         """
         if self.cross_projection is not None:
             encoder_hidden = self.cross_projection(encoder_hidden)
@@ -547,35 +552,114 @@ def _cross_attentions(decoder: nn.Module) -> list[tuple[nn.Module, nn.Linear, nn
     return found
 
 
-def shared_cross_attention_cache(decoder: nn.Module, encoder_hidden: Tensor, row_doc: Tensor) -> EncoderDecoderCache:
+def shared_cross_attention_cache(decoder: nn.Module, encoder_hidden: Tensor, row_doc: Tensor, *,
+                                 per_document: bool = False) -> EncoderDecoderCache:
     """A cache whose cross-attention keys/values are projected per document and gathered per row
-    (autograd flows through the gather); the decoder's attention layers then skip the projection."""
+    (autograd flows through the gather); the decoder's attention layers then skip the projection.
+    `per_document`: keep them per document, for `grouped_cross_attention`."""
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     docs, length = encoder_hidden.shape[:2]
     for module, key, value, head_size in sorted(_cross_attentions(decoder), key=lambda m: m[0].layer_idx):
-        k = key(encoder_hidden).view(docs, length, -1, head_size).transpose(1, 2).index_select(0, row_doc)
-        v = value(encoder_hidden).view(docs, length, -1, head_size).transpose(1, 2).index_select(0, row_doc)
+        k = key(encoder_hidden).view(docs, length, -1, head_size).transpose(1, 2)
+        v = value(encoder_hidden).view(docs, length, -1, head_size).transpose(1, 2)
+        if not per_document:
+            k, v = k.index_select(0, row_doc), v.index_select(0, row_doc)
         cache.cross_attention_cache.update(k, v, module.layer_idx)
         cache.is_updated[module.layer_idx] = True
     return cache
 
 
+@dataclass(frozen=True)
+class _RowGroups:
+    """Rows laid out as query blocks of their documents: row i is query `slot[i]` of `row_doc[i]`."""
+
+    row_doc: Tensor  # [rows]
+    slot: Tensor  # [rows]
+    width: int  # the most rows of one document
+    mask: Tensor | None  # bool [docs, 1, 1, S] (True: attend), None when nothing is padded
+
+
+_ROW_GROUPS: ContextVar[_RowGroups | None] = ContextVar("dore_row_groups", default=None)
+
+
+def _row_groups(row_doc: Tensor, encoder_mask: Tensor) -> _RowGroups:
+    counts = torch.bincount(row_doc, minlength=len(encoder_mask))
+    order = torch.argsort(row_doc, stable=True)
+    slot = torch.empty_like(row_doc)
+    slot[order] = torch.arange(len(row_doc), device=row_doc.device) - (counts.cumsum(0) - counts)[row_doc[order]]
+    mask = None if bool(encoder_mask.all()) else encoder_mask.bool()[:, None, None, :]
+    return _RowGroups(row_doc, slot, int(counts.max()), mask)
+
+
+def _grouped_bert_cross_attention(module: BertCrossAttention, original: Callable, hidden_states: Tensor,
+                                  encoder_hidden_states: Tensor | None = None, attention_mask: Tensor | None = None,
+                                  past_key_values: EncoderDecoderCache | None = None, **kwargs):
+    """BertCrossAttention.forward (inference: no dropout) with the rows of a document as queries of
+    one attention over its keys/values, cached per document: read once per document per step, not
+    copied per row. At one query per row and step, those copies were half of decoding on CPU."""
+    groups = _ROW_GROUPS.get()
+    if groups is None or past_key_values is None or not past_key_values.is_updated.get(module.layer_idx):
+        return original(hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
+                        past_key_values=past_key_values, **kwargs)
+    layer = past_key_values.cross_attention_cache.layers[module.layer_idx]
+    keys, values = layer.keys, layer.values  # [docs, heads, S, head size]
+    (rows, length), (docs, heads, _, size) = hidden_states.shape[:2], keys.shape
+    query = module.query(hidden_states).view(rows, length, heads, size)
+    grouped = query.new_zeros(docs, groups.width, length, heads, size).index_put((groups.row_doc, groups.slot), query)
+    grouped = grouped.permute(0, 3, 1, 2, 4).reshape(docs, heads, groups.width * length, size)
+    out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=groups.mask, scale=module.scaling)
+    out = out.view(docs, heads, groups.width, length, size).permute(0, 2, 3, 1, 4)[groups.row_doc, groups.slot]
+    return out.reshape(rows, length, heads * size), None
+
+
+def grouped_cross_attention(decoder: nn.Module) -> bool:
+    """Let the decoder's cross-attention read per-document keys/values for all rows at once while
+    `_ROW_GROUPS` is set (BERT-style decoders, the embedded default); False where unsupported."""
+    modules = [m for m, *_ in _cross_attentions(decoder)]
+    if not modules or any(type(m) is not BertCrossAttention for m in modules):
+        return False
+    for m in modules:
+        if not getattr(m, "_dore_grouped", False):  # idempotent; plain calls fall through to the original
+            m.forward = functools.partial(_grouped_bert_cross_attention, m, m.forward)
+            m._dore_grouped = True
+    return True
+
+
 @torch.no_grad()
 def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor,
                 constraint: SymbolConstraint, code_to_id: Tensor, max_new_tokens: int,
-                code_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                code_bias: Tensor | None = None, row_doc: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Greedy decoding with a KV cache and an output layer over the symbol ids only.
 
     Picks the tokens `generate` picks with the full-vocabulary head masked by `constraint`
     (`code_bias` [n_codes] is added to the logits first). Returns codes [rows, T] (EOS repeated
-    after a row finished) and their probabilities.
+    after a row finished) and their probabilities. With `row_doc` (the document of each row),
+    `encoder_hidden` and `attention_mask` are per document and the cross-attention keys and
+    values are projected once per document, then shared by its rows (as in training).
     """
     code_to_id = torch.as_tensor(code_to_id, dtype=torch.long, device=decoder_input_ids.device)
     head = SymbolHead(model, code_to_id)
     if head.cross_projection is not None:
         encoder_hidden = head.cross_projection(encoder_hidden)
+    cache, groups = None, None
+    if row_doc is not None:
+        per_document = grouped_cross_attention(head.decoder)
+        cache = shared_cross_attention_cache(head.decoder, encoder_hidden, row_doc, per_document=per_document)
+        groups = _row_groups(row_doc, attention_mask) if per_document else None
+        encoder_hidden, attention_mask = encoder_hidden.index_select(0, row_doc), attention_mask.index_select(0, row_doc)
+    token = _ROW_GROUPS.set(groups)
+    try:
+        return _greedy_loop(head, encoder_hidden, attention_mask, decoder_input_ids, constraint, code_to_id,
+                            max_new_tokens, code_bias, cache)
+    finally:
+        _ROW_GROUPS.reset(token)
+
+
+def _greedy_loop(head: SymbolHead, encoder_hidden: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor,
+                 constraint: SymbolConstraint, code_to_id: Tensor, max_new_tokens: int, code_bias: Tensor | None,
+                 cache: EncoderDecoderCache | None) -> tuple[Tensor, Tensor]:
     eos = constraint.layout.eos_code
-    ids, step_ids, cache = decoder_input_ids, decoder_input_ids, None
+    ids, step_ids = decoder_input_ids, decoder_input_ids
     finished = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
     codes, probs = [], []
     for _ in range(max_new_tokens):
@@ -608,13 +692,13 @@ def _decode(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, d
         if code_bias.shape != constraint.code_to_id.shape:
             raise ValueError(f"code_bias needs one value per code ({len(constraint.code_to_id)})")
     hidden = encode_chunks(model.get_encoder(), input_ids, attention_mask, chunk_length)
-    hidden, attention_mask = hidden.index_select(0, doc_of_row), attention_mask.index_select(0, doc_of_row)
     if symbol_head:
         if num_beams != 1 or logits_processor:
             raise ValueError("the symbol head decodes greedily, without extra logits processors (use code_bias)")
         codes, probs = fast_greedy(model, hidden, attention_mask, prefixes, constraint, constraint.code_to_id,
-                                   max_new_tokens, code_bias)
+                                   max_new_tokens, code_bias, row_doc=doc_of_row)
     else:
+        hidden, attention_mask = hidden.index_select(0, doc_of_row), attention_mask.index_select(0, doc_of_row)
         codes, probs = _generate(model, hidden, attention_mask, prefixes, constraint, num_beams=num_beams,
                                  length_penalty=length_penalty, max_new_tokens=max_new_tokens, code_bias=code_bias,
                                  logits_processor=logits_processor)

@@ -9,6 +9,7 @@ from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, 
                           EncoderDecoderModel, LEDConfig, LEDForConditionalGeneration, LogitsProcessor,
                           PrefixConstrainedLogitsProcessor, PreTrainedModel, RobertaConfig, RobertaForCausalLM,
                           RobertaModel, T5Config, T5ForConditionalGeneration)
+from transformers.models.bert.modeling_bert import BertCrossAttention
 
 from dore.layout import EntityBlock, IdLayout, cdr_layout, scirex_layout
 from dore.model.decoding import (Decoded, Rules, SymbolConstraint, allowed_tokens_fn, generate_rows, generate_sequence,
@@ -399,6 +400,31 @@ def test_symbol_head_picks_the_tokens_of_generate(family, mode, biased):
     full, fast = outputs
     assert sum(len(o.codes) for o in full) >= 3  # at least a whole tuple
     for a, b in zip(full, fast):
+        assert (a.doc, a.head, a.codes, a.finished) == (b.doc, b.head, b.codes, b.finished)
+        assert a.probs == pytest.approx(b.probs, abs=1e-5)
+
+
+def test_rows_read_their_documents_cross_attention_once():
+    """BERT-style decoders (the embedded default) group each document's rows as queries of one
+    cross-attention over its keys/values; documents with unequal row counts and padding decode as
+    `generate` does. Sharp attention, so that a row given another row's context would show."""
+    from dore.model.decoding import grouped_cross_attention
+
+    family = tiny_bert2bert()
+    with torch.no_grad():
+        for module in family.model.decoder.modules():
+            if isinstance(module, BertCrossAttention):
+                module.query.weight.mul_(40)
+                module.key.weight.mul_(40)
+    layout, docs = CDR, [[0, 1, 3, 4, 5], [1, 2, 3], [0, 4]]
+    input_ids, mask = documents(3, pad=family.pad)
+    common = dict(layout=layout, code_to_id=family.ids(layout), decoder_prefix=family.prefix,
+                  doc_slots=slot_mask(layout, docs), max_new_tokens=24)
+    heads = [[0, 1, 3], [], [0]]
+    full, fast = [generate_rows(family.model, input_ids, mask, heads, symbol_head=h, **common) for h in (False, True)]
+    assert grouped_cross_attention(family.model.decoder.base_model)
+    assert not grouped_cross_attention(tiny_t5().model.get_decoder())  # T5 reads keys/values copied per row
+    for a, b in zip(full, fast, strict=True):
         assert (a.doc, a.head, a.codes, a.finished) == (b.doc, b.head, b.codes, b.finished)
         assert a.probs == pytest.approx(b.probs, abs=1e-5)
 
