@@ -53,6 +53,7 @@ def same_tuples_as_sequence(ex, docs, rows_cfg) -> dict:
     encoder, decoder, KV cache and symbol head. Independent of whether the model was trained for
     sequence mode, so it measures what the output layout costs."""
     from dore.model.decoding import fast_greedy
+    from dore.model.inputs import pad_batch
 
     bb, layout = ex.backbone, ex.layout
     eos, k = layout.eos_code, layout.arity
@@ -69,13 +70,8 @@ def same_tuples_as_sequence(ex, docs, rows_cfg) -> dict:
         for start in range(0, len(docs), rows_cfg.batch_docs):
             batch_ids = [g[1] for g in generated[start: start + rows_cfg.batch_docs]]
             batch_seqs = sequences[start: start + rows_cfg.batch_docs]
-            ids = torch.full((len(batch_ids), max(map(len, batch_ids))), bb.pad_id, dtype=torch.long)
-            for i, seq in enumerate(batch_ids):
-                ids[i, : len(seq)] = torch.tensor(seq)
+            ids, codes = pad_batch(batch_ids, bb.pad_id), pad_batch(batch_seqs, eos)
             mask = (ids != bb.pad_id).long()
-            codes = torch.full((len(batch_seqs), max(map(len, batch_seqs))), eos, dtype=torch.long)
-            for i, seq in enumerate(batch_seqs):
-                codes[i, : len(seq)] = torch.tensor(seq)
             with torch.no_grad():
                 hidden = bb.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
             prefixes = prefix.expand(len(ids), -1)

@@ -154,12 +154,11 @@ class Extractor:
         """Encode the batch once, decode rows (or sequences) under the symbol constraint; the
         `Decoded` rows of each document."""
         from dore.model.decoding import Rules, generate_rows, generate_sequence, slot_mask
+        from dore.model.inputs import pad_batch
 
         bb, layout = self.backbone, self.layout
         device = next(bb.model.parameters()).device
-        ids = torch.full((len(input_ids), max(map(len, input_ids))), bb.pad_id, dtype=torch.long)
-        for i, seq in enumerate(input_ids):
-            ids[i, : len(seq)] = torch.tensor(seq)
+        ids = pad_batch(input_ids, bb.pad_id)
         attention = (ids != bb.pad_id).long()  # chunked inputs hold padding inside
         slots = [a.slots for a in assignments]
         code_bias = None

@@ -154,6 +154,16 @@ def _chunked(body: list[int], marker_at: dict, assignment: SlotAssignment, prefi
                         n_tokens_before_truncation=len(prefix) + len(body) + len(suffix), chunks=n_chunks)
 
 
+def pad_batch(sequences: Sequence[Sequence[int]], value: int):
+    """Right-pad id lists into one long tensor [len(sequences), longest]."""
+    import torch
+
+    out = torch.full((len(sequences), max(map(len, sequences))), value, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        out[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
 def encode_chunks(encoder, input_ids, attention_mask, chunk_length: int | None, **kwargs):
     """Encoder states of [batch, length] inputs; with `chunk_length`, each window of that many
     tokens is encoded on its own (its own positions) and the states are concatenated back, so the
