@@ -292,6 +292,7 @@ def execute(run: Run, train: Callable[..., dict], evaluate: Callable[..., dict],
             "parse_repairs": record.get("parse_repairs"),  # DORE's repairs; lexical: unmatched strings, ...
             "optimizer_steps": summary.get("steps"), "dev_f1": best.get("f1"), "dev_step": best.get("step"),
             "resumed": summary["resumed"], "train_log": str(out / "train" / "train_log.jsonl"),
+            "dev_curve": _dev_curve(out / "train" / "train_log.jsonl"),
             "note": f"{record['scorer']} on {record['split']} ({record['documents']} docs); {record['setting']}; "
                     f"model selected on dev F1; {DECODING_NOTE[run.kind]}"
                     + ("; resumed: the training counts cover the last session only" if summary["resumed"] else "")}
@@ -430,30 +431,38 @@ def _mean_sd(values: Sequence[float | None]) -> str:
 
 
 def dev_curves(rows: Sequence[dict]) -> list[dict]:
-    """Dev F1 by optimizer step of every finished run, from its training log."""
+    """Dev F1 by optimizer step of every finished run. The curve is kept in the row itself, so the
+    table renders the same on a machine without the runs' folders (older rows: their training log)."""
     points = []
     for row in rows:
         if row["status"] != "done":
             continue
-        log_path = Path(row["train_log"])
-        if not log_path.exists():
-            continue
-        for line in log_path.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if "dev_f1" in record:
-                points.append({"config": row["id"], "step": record["step"], "dev_f1": record["dev_f1"]})
+        curve = row.get("dev_curve")
+        if curve is None:
+            curve = _dev_curve(Path(row["train_log"]))
+        points += [{"config": row["id"], "step": step, "dev_f1": f1} for step, f1 in curve]
     return points
+
+
+def _dev_curve(log_path: Path) -> list[list[float]]:
+    """[step, dev F1] pairs from a training log (empty when the log is gone)."""
+    if not log_path.exists():
+        return []
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    return [[record["step"], record["dev_f1"]] for record in records if "dev_f1" in record]
 
 
 def plot_dev_curves(points: Sequence[dict], path: Path) -> None:
     """A PNG of the curves, one line per run (matplotlib's object API: no global pyplot state)."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 5), layout="constrained")
     axes = figure.subplots()
-    for config in dict.fromkeys(p["config"] for p in points):
+    palette = colormaps["tab20"]  # 20 distinct colours: the default cycle repeats after 10 runs
+    for i, config in enumerate(dict.fromkeys(p["config"] for p in points)):
         mine = sorted((p["step"], p["dev_f1"]) for p in points if p["config"] == config)
-        axes.plot(*zip(*mine), marker="o", markersize=3, label=config)
+        axes.plot(*zip(*mine), marker="o", markersize=3, label=config, color=palette(i % 20))
     axes.set(xlabel="optimizer step", ylabel="dev F1 (%)", title="dev F1 by training step")
     if points:
         axes.legend(fontsize="small", ncol=math.ceil(len({p["config"] for p in points}) / 12))

@@ -103,6 +103,15 @@ def test_table_and_dev_curves_render(comparison):
     assert (out / "dev_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_dev_curves_are_kept_in_the_rows(comparison):
+    """The table renders the same curves on a machine that lacks the runs' training logs."""
+    rows = list(comparison["rows"].values())
+    with_logs = experiments.dev_curves(rows)
+    assert len(with_logs) == 4 and all(row["dev_curve"] for row in rows)
+    without_logs = [{**row, "train_log": "/nonexistent/train_log.jsonl"} for row in rows]
+    assert experiments.dev_curves(without_logs) == with_logs
+
+
 def test_interrupted_run_resumes_from_its_checkpoint(comparison):
     assert [r["id"] for r in comparison["interrupted_rows"]] == [BASE]  # no row for the killed run
     assert comparison["trained_before"] == [BASE, VARIANT]
