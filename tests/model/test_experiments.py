@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 import dore.pipeline
 import dore.train
@@ -167,3 +168,55 @@ def test_plan_refuses_tuned_decoding(tmp_path):
     config = experiments.Comparisons(seeds=[1], base={"train": {"max_steps": 4}})  # the pipeline's default sweep
     with pytest.raises(ValueError, match="tune_na_biases"):
         experiments.plan(config, tmp_path)
+
+
+def test_every_switch_trains_decodes_and_scores_end_to_end(shared_data, tmp_path, monkeypatch):
+    """Each DORE variant of the shipped config (smoke size) trains, decodes test and is scored, and its
+    switch reaches the model: its training targets (or, for init, its initial entity-id embedding)
+    differ from the base's."""
+    config = experiments.load_config(CONFIG, smoke=True)
+    names = ["base"] + [v.name for v in config.variants if v.kind == "dore"]
+    assert {"sampling-none", "sampling-random-0.1", "sampling-diagonal-1", "sampling-all", "order-annotation",
+            "order-random", "mode-sequence", "init-random"} <= set(names)
+    current, targets, first_entity = [""], {}, {}
+    real_train, real_sequences, real_backbone = (dore.pipeline.train, dore.train.decoder_sequences,
+                                                 dore.pipeline.initial_backbone)
+
+    def tagging_train(params, *, resume):
+        current[0] = Path(params.artifacts).name
+        return real_train(params, resume=resume)
+
+    def recording_sequences(ex, *args, epoch, **kwargs):
+        seqs = real_sequences(ex, *args, epoch=epoch, **kwargs)
+        if epoch == 0:
+            targets.setdefault(current[0], {})[ex.doc.doc_id] = seqs
+        return seqs
+
+    def recording_backbone(cfg, layout):
+        backbone = real_backbone(cfg, layout)
+        first_entity[current[0]] = backbone.model.get_input_embeddings().weight[backbone.code_to_id[0]].detach().clone()
+        return backbone
+
+    monkeypatch.setenv("DORE_DATA", str(shared_data))
+    monkeypatch.setattr(dore.pipeline, "train", tagging_train)
+    monkeypatch.setattr(dore.train, "decoder_sequences", recording_sequences)
+    monkeypatch.setattr(dore.pipeline, "initial_backbone", recording_backbone)
+    rows = {r["name"]: r for r in experiments.run_all(CONFIG, tmp_path, only=[BASE] + names[1:], smoke=True)}
+    assert set(rows) == set(names)
+    for name, row in rows.items():
+        assert row["status"] == "done", name
+        assert 0 <= row["ign_f1"] <= row["f1"] <= 100 and row["decoder_steps_per_doc"] > 0, name
+        assert "docred_official on test (2 docs)" in row["note"], name
+    base = targets["base-seed42"]
+    assert len(base) == 3 and all(len(seqs) > 1 for seqs in base.values())  # rows: one sequence per head
+    for name in names[1:]:
+        run = f"{name}-seed42"
+        if name == "init-random":
+            assert targets[run] == base
+            assert not torch.equal(first_entity[run], first_entity["base-seed42"])
+        else:
+            assert targets[run] != base, name
+            assert torch.equal(first_entity[run], first_entity["base-seed42"]), name
+    assert all(len(seqs) == 1 for seqs in targets["mode-sequence-seed42"].values())
+    total = {run: sum(len(s) for seqs in t.values() for s in seqs) for run, t in targets.items()}
+    assert total["sampling-all-seed42"] > total["base-seed42"] > total["sampling-none-seed42"]
