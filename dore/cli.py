@@ -183,6 +183,9 @@ def train(
     order: Annotated[Optional[str], typer.Option(help="row-column | annotation | random (target order)")] = None,
     init: Annotated[Optional[str], typer.Option(help="number | random entity-id embedding init")] = None,
     init_from: Annotated[Optional[str], typer.Option(help="a trained DORE model dir to fine-tune (after distant pre-training)")] = None,
+    entity_embeddings: Annotated[Optional[bool], typer.Option(
+        "--entity-embeddings/--no-entity-embeddings",
+        help="document-aware entity symbols: projected encoder states at each entity's markers")] = None,
     limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = True,
 ):
@@ -194,7 +197,7 @@ def train(
                      lr_new=lr_new, batch_docs=batch_docs, grad_accum=grad_accum, warmup_ratio=warmup_ratio,
                      label_smoothing=label_smoothing, max_source_length=max_source_length, seed=seed,
                      chunk_length=chunk_length, order=order,
-                     init=init, init_from=init_from)
+                     init=init, init_from=init_from, entity_embeddings=entity_embeddings)
     if not (pipeline.artifacts_dir(params) / "docs" / "train.jsonl").exists():
         pipeline.convert(params)
     summary = pipeline.train(params, resume=resume)

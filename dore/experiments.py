@@ -164,8 +164,14 @@ def _changed(base: Run, run: Run) -> set[str]:
     return {k for k in a if a[k] != b[k]} | ({"kind"} if base.kind != run.kind else set())
 
 
+# Switches added after rows were recorded, with their defaults: hashed only when set otherwise, so
+# the finished rows keep their hashes (and are not rerun) when a new switch appears.
+LATER_FIELDS: dict[str, Any] = {"entity_embeddings": False}
+
+
 def config_hash(kind: str, params: PipelineParams) -> str:
-    blob = json.dumps({"kind": kind, **_flat(params)}, sort_keys=True)
+    values = {k: v for k, v in _flat(params).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+    blob = json.dumps({"kind": kind, **values}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -107,9 +107,15 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
     """The backbone training starts from: a trained model (`init_from`) or `cfg.backbone`."""
     from dore.model.backbone import load_backbone, load_trained
 
-    if cfg.init_from:
-        return load_trained(cfg.init_from, layout)
-    return load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed)
+    from dore.model import entities
+
+    if cfg.entity_embeddings and not cfg.symbol_loss:
+        raise ValueError("entity_embeddings needs symbol_loss: the entity table enters through the symbol head")
+    backbone = (load_trained(cfg.init_from, layout) if cfg.init_from
+                else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed))
+    if cfg.entity_embeddings:
+        entities.attach(backbone.model, layout.n_slots)
+    return backbone
 
 
 def training_summary(result: TrainResult) -> dict:

@@ -71,6 +71,8 @@ class TrainConfig(BaseModel):
     seed: int = 42
     init: Literal["number", "random"] = "number"
     init_from: str | None = Field(None, description="start from a trained DORE model directory (distant pre-training -> fine-tuning)")
+    entity_embeddings: bool = Field(False, description="document-aware entity symbols: each slot's input and output "
+                                    "embedding gets its projected mean encoder state at its markers (dore.model.entities)")
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
     eval_every_epochs: int = 1
     checkpoint_every_steps: int = 50
@@ -227,6 +229,8 @@ def row_loss(model, family: str, batch: dict, *, label_smoothing: float = 0.0,
     """
     from dore.model.decoding import SymbolHead
 
+    if code_to_id is None and entities.of(model) is not None:
+        raise ValueError("entity embeddings train with the symbol loss (symbol_loss=True)")
     if code_to_id is None and not bucket:
         return token_loss(row_forward(model, family, batch, chunk_length), batch["labels"], label_smoothing)
     hidden = encode(model, family, batch, chunk_length)
@@ -244,7 +248,8 @@ def row_loss(model, family: str, batch: dict, *, label_smoothing: float = 0.0,
         dec_in, dec_mask = batch["decoder_input_ids"][rows, :width], mask[rows, :width]
         labels = batch["labels"][rows, :width]
         if head is not None:  # cross-attention keys/values once per document
-            logits = head.forward(hidden, batch["attention_mask"], dec_in, dec_mask, row_doc=docs)
+            logits = head.forward(hidden, batch["attention_mask"], dec_in, dec_mask, row_doc=docs,
+                                  source_ids=batch["input_ids"])
             labels = torch.where(labels == IGNORE, labels, to_code[labels.clamp(min=0)])
         else:
             from transformers.modeling_outputs import BaseModelOutput
@@ -266,7 +271,8 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: floa
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: no decay on biases/norms; `lr_new` for parameters the backbone did not have
     pretrained (cross-attention of a warm-started decoder, the output layer)."""
-    new_markers = ("crossattention", "cross_attn", "encoder_attn", "EncDecAttention", "enc_to_dec_proj")
+    new_markers = ("crossattention", "cross_attn", "encoder_attn", "EncDecAttention", "enc_to_dec_proj",
+                   "dore_entities")
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -29,7 +29,7 @@ from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderMo
 
 from dore.data.model import DataError
 from dore.layout import IdLayout
-from dore.model import tiny
+from dore.model import entities, tiny
 from dore.model.inputs import word_pieces
 
 Family = Literal["t5", "bart", "led", "bert2bert"]
@@ -95,6 +95,7 @@ def load_trained(directory: str | os.PathLike, layout: IdLayout) -> Backbone:
         raise DataError(f"{len(missing)} symbol tokens of layout {layout.name!r} are not in the vocabulary "
                         f"(first: {missing[0]!r}); was this model trained with another layout?",
                         file=directory, field="tokenizer")
+    entities.attach_saved(model, directory, layout.n_slots)  # document-aware entity symbols, if trained with them
     return _backbone(model, tokenizer, _family(model), layout)
 
 

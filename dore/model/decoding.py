@@ -59,6 +59,7 @@ from transformers.models.bert.modeling_bert import BertCrossAttention
 from transformers.models.roberta.modeling_roberta import gelu
 
 from dore.layout import IdLayout
+from dore.model import entities
 from dore.model.inputs import encode_chunks
 
 Mode = Literal["sequence", "rows"]
@@ -511,13 +512,37 @@ class SymbolHead:
         self.weight = output.weight[code_to_id]
         if output.bias is not None:
             self.bias = output.bias[code_to_id] + (0 if self.bias is None else self.bias)
+        self.entities = entities.of(model)  # document-aware entity symbols, when attached
+        self.code_to_id = code_to_id
+        self.vocab_size = model.get_decoder().get_input_embeddings().num_embeddings
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        logits = self.transform(hidden * self.scale) @ self.weight.T
+    def logits(self, hidden: Tensor, table: Tensor | None = None) -> Tensor:
+        """Symbol logits of decoder states [rows, (T,) H]; `table` [rows, n_slots, H]: the rows'
+        entity table, dotted with the states and added to the slots' logits (a pointer)."""
+        hidden = self.transform(hidden * self.scale)
+        logits = hidden @ self.weight.T
+        if table is not None:
+            pointer = torch.einsum("r...h,rnh->r...n", hidden, table.to(hidden.dtype))
+            logits = torch.cat([logits[..., :pointer.shape[-1]] + pointer, logits[..., pointer.shape[-1]:]], -1)
         return (logits if self.bias is None else logits + self.bias).float()
 
+    def entity_table(self, source_ids: Tensor | None, encoder_hidden: Tensor,
+                     row_doc: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """(per-row entity table, slot of each vocabulary id), or (None, None) without the module.
+        `encoder_hidden` as the encoder wrote it (before any projection), per document."""
+        if self.entities is None:
+            return None, None
+        if source_ids is None:
+            raise ValueError("a model with entity embeddings needs the source ids to decode")
+        n_slots = self.entities.n_slots
+        table = self.entities.table(source_ids, encoder_hidden, self.code_to_id[:n_slots])
+        if row_doc is not None:
+            table = table.index_select(0, row_doc)
+        return table, entities.slot_lookup(self.code_to_id, n_slots, self.vocab_size)
+
     def forward(self, encoder_hidden: Tensor, encoder_attention_mask: Tensor, decoder_input_ids: Tensor,
-                decoder_attention_mask: Tensor, row_doc: Tensor | None = None) -> Tensor:
+                decoder_attention_mask: Tensor, row_doc: Tensor | None = None,
+                source_ids: Tensor | None = None) -> Tensor:
         """Teacher-forced symbol logits [rows, T, n_codes].
 
         With `row_doc` (the document of each row), `encoder_hidden` and its mask are per document
@@ -526,6 +551,7 @@ class SymbolHead:
         the rows' cross-attention as in decoding gained nothing here: T queries per row already
         amortise reading the keys/values.)
         """
+        table, slot_of_id = self.entity_table(source_ids, encoder_hidden, row_doc)
         if self.cross_projection is not None:
             encoder_hidden = self.cross_projection(encoder_hidden)
         cache = None
@@ -533,10 +559,11 @@ class SymbolHead:
             cache = shared_cross_attention_cache(self.decoder, encoder_hidden, row_doc)
             encoder_hidden = encoder_hidden.index_select(0, row_doc)
             encoder_attention_mask = encoder_attention_mask.index_select(0, row_doc)
-        out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
-                           encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask,
-                           past_key_values=cache, use_cache=cache is not None)
-        return self.logits(out.last_hidden_state)
+        with entities.reading(table, slot_of_id):
+            out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                               encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask,
+                               past_key_values=cache, use_cache=cache is not None)
+        return self.logits(out.last_hidden_state, table)
 
 
 def _cross_attentions(decoder: nn.Module) -> list[tuple[nn.Module, nn.Linear, nn.Linear, int]]:
@@ -628,7 +655,8 @@ def grouped_cross_attention(decoder: nn.Module) -> bool:
 @torch.no_grad()
 def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor,
                 constraint: SymbolConstraint, code_to_id: Tensor, max_new_tokens: int,
-                code_bias: Tensor | None = None, row_doc: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                code_bias: Tensor | None = None, row_doc: Tensor | None = None,
+                source_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Greedy decoding with a KV cache and an output layer over the symbol ids only.
 
     Picks the tokens `generate` picks with the full-vocabulary head masked by `constraint`
@@ -636,9 +664,11 @@ def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: 
     after a row finished) and their probabilities. With `row_doc` (the document of each row),
     `encoder_hidden` and `attention_mask` are per document and the cross-attention keys and
     values are projected once per document, then shared by its rows (as in training).
+    `source_ids` (per document): needed by models with entity embeddings (`dore.model.entities`).
     """
     code_to_id = torch.as_tensor(code_to_id, dtype=torch.long, device=decoder_input_ids.device)
     head = SymbolHead(model, code_to_id)
+    table, slot_of_id = head.entity_table(source_ids, encoder_hidden, row_doc)
     if head.cross_projection is not None:
         encoder_hidden = head.cross_projection(encoder_hidden)
     cache, groups = None, None
@@ -649,15 +679,16 @@ def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: 
         encoder_hidden, attention_mask = encoder_hidden.index_select(0, row_doc), attention_mask.index_select(0, row_doc)
     token = _ROW_GROUPS.set(groups)
     try:
-        return _greedy_loop(head, encoder_hidden, attention_mask, decoder_input_ids, constraint, code_to_id,
-                            max_new_tokens, code_bias, cache)
+        with entities.reading(table, slot_of_id):
+            return _greedy_loop(head, encoder_hidden, attention_mask, decoder_input_ids, constraint, code_to_id,
+                                max_new_tokens, code_bias, cache, table)
     finally:
         _ROW_GROUPS.reset(token)
 
 
 def _greedy_loop(head: SymbolHead, encoder_hidden: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor,
                  constraint: SymbolConstraint, code_to_id: Tensor, max_new_tokens: int, code_bias: Tensor | None,
-                 cache: EncoderDecoderCache | None) -> tuple[Tensor, Tensor]:
+                 cache: EncoderDecoderCache | None, table: Tensor | None) -> tuple[Tensor, Tensor]:
     eos = constraint.layout.eos_code
     ids, step_ids = decoder_input_ids, decoder_input_ids
     finished = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
@@ -666,7 +697,7 @@ def _greedy_loop(head: SymbolHead, encoder_hidden: Tensor, attention_mask: Tenso
         out = head.decoder(input_ids=step_ids, encoder_hidden_states=encoder_hidden,
                            encoder_attention_mask=attention_mask, past_key_values=cache, use_cache=True)
         cache = out.past_key_values
-        logits = head.logits(out.last_hidden_state[:, -1])
+        logits = head.logits(out.last_hidden_state[:, -1], table)
         if code_bias is not None:
             logits = logits + code_bias
         logp = logits.masked_fill(~constraint.allowed_codes(ids), _NEG_INF)
@@ -696,7 +727,10 @@ def _decode(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, d
         if num_beams != 1 or logits_processor:
             raise ValueError("the symbol head decodes greedily, without extra logits processors (use code_bias)")
         codes, probs = fast_greedy(model, hidden, attention_mask, prefixes, constraint, constraint.code_to_id,
-                                   max_new_tokens, code_bias, row_doc=doc_of_row)
+                                   max_new_tokens, code_bias, row_doc=doc_of_row, source_ids=input_ids)
+    elif entities.of(model) is not None:
+        raise ValueError("a model with entity embeddings decodes with the symbol head (greedy, symbol_head=True); "
+                         "HF generate (beam search) does not know its entity table")
     else:
         hidden, attention_mask = hidden.index_select(0, doc_of_row), attention_mask.index_select(0, doc_of_row)
         codes, probs = _generate(model, hidden, attention_mask, prefixes, constraint, num_beams=num_beams,

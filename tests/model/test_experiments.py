@@ -14,6 +14,7 @@ import torch
 import dore.pipeline
 import dore.train
 from dore import experiments
+from dore.model import entities
 from dore.train import Checkpointer
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "comparisons.yaml"
@@ -177,7 +178,7 @@ def test_every_switch_trains_decodes_and_scores_end_to_end(shared_data, tmp_path
     config = experiments.load_config(CONFIG, smoke=True)
     names = ["base"] + [v.name for v in config.variants if v.kind == "dore"]
     assert {"sampling-none", "sampling-random-0.1", "sampling-diagonal-1", "sampling-all", "order-annotation",
-            "order-random", "mode-sequence", "init-random"} <= set(names)
+            "order-random", "mode-sequence", "init-random", "entity-embeddings"} <= set(names)
     current, targets, first_entity = [""], {}, {}
     real_train, real_sequences, real_backbone = (dore.pipeline.train, dore.train.decoder_sequences,
                                                  dore.pipeline.initial_backbone)
@@ -214,9 +215,24 @@ def test_every_switch_trains_decodes_and_scores_end_to_end(shared_data, tmp_path
         if name == "init-random":
             assert targets[run] == base
             assert not torch.equal(first_entity[run], first_entity["base-seed42"])
+        elif name == "entity-embeddings":  # same targets and symbols; the trained model carries the table
+            assert targets[run] == base and torch.equal(first_entity[run], first_entity["base-seed42"])
+            assert entities.saved_state(tmp_path / run / "docred" / "model")
+            assert not entities.saved_state(tmp_path / "base-seed42" / "docred" / "model")
         else:
             assert targets[run] != base, name
             assert torch.equal(first_entity[run], first_entity["base-seed42"]), name
     assert all(len(seqs) == 1 for seqs in targets["mode-sequence-seed42"].values())
     total = {run: sum(len(s) for seqs in t.values() for s in seqs) for run, t in targets.items()}
     assert total["sampling-all-seed42"] > total["base-seed42"] > total["sampling-none-seed42"]
+
+
+def test_the_committed_rows_match_the_plan():
+    """Every configuration of the shipped plan but the newest has its finished row in results.json
+    under the hash the plan computes now (a new switch at its default must not change old hashes,
+    or `run.py` would train them all again)."""
+    runs = experiments.plan(experiments.load_config(CONFIG), "runs/comparisons")
+    recorded = {(r["id"], r["config_hash"]) for r in json.loads((CONFIG.parent / "results.json").read_text())
+                if r["status"] == "done"}
+    missing = [run.id for run in runs if (run.id, run.config_hash) not in recorded]
+    assert len(runs) == 14 and missing in ([], ["entity-embeddings-seed42"])

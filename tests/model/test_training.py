@@ -116,3 +116,40 @@ def test_a_budget_that_stops_mid_epoch_still_selects_a_model(small, tmp_path):
     again = train(cfg, load_backbone("tiny-t5", layout, seed=0), layout, docs, tmp_path, resume=False)
     logged = (tmp_path / "train_log.jsonl").read_text().splitlines()
     assert len(logged) == len(again.history)  # a fresh run does not append to the old log
+
+
+@pytest.mark.parametrize("spec", ["tiny-bart", "minilm"])
+def test_entity_embeddings_train_save_and_reload(small, tmp_path, spec):
+    """The entity table learns (in the lr_new group), is saved in the safetensors and restored by
+    `Extractor.from_pretrained`, which then extracts exactly what the trained model extracted."""
+    import torch
+
+    from dore.model import entities
+    from dore.pipeline import initial_backbone
+    from dore.predict import DecodingConfig, Extractor
+
+    docs, layout = small
+    cfg = TrainConfig(backbone=spec, max_steps=2, epochs=2, lr=1e-4, lr_new=1e-2, batch_docs=2, log_every_steps=1,
+                      checkpoint_every_steps=10**6, mixed_precision="no", entity_embeddings=True)
+    backbone = initial_backbone(cfg, layout)
+    train(cfg, backbone, layout, docs[:4], tmp_path / "train")
+    trained = entities.of(backbone.model)
+    assert trained is not None and float(trained.project.weight.detach().abs().sum()) > 0  # zero at the start
+    extractor = Extractor(backbone, layout, DecodingConfig(mode="rows", symbol_head=True))
+    extractor.save_pretrained(tmp_path / "model")
+    reloaded = Extractor.from_pretrained(tmp_path / "model")
+    restored = entities.of(reloaded.backbone.model)
+    assert restored is not None and torch.equal(restored.project.weight, trained.project.weight)
+    assert reloaded.extract(docs[:2]) == extractor.extract(docs[:2])
+
+    plain = Extractor(load_backbone("tiny-bart", layout, seed=0), layout)
+    plain.save_pretrained(tmp_path / "plain")
+    assert entities.of(Extractor.from_pretrained(tmp_path / "plain").backbone.model) is None
+
+
+def test_entity_embeddings_need_the_symbol_loss(small):
+    from dore.pipeline import initial_backbone
+
+    cfg = TrainConfig(backbone="tiny-bart", symbol_loss=False, entity_embeddings=True)
+    with pytest.raises(ValueError, match="symbol_loss"):
+        initial_backbone(cfg, small[1])
