@@ -389,7 +389,7 @@ COLUMNS: list[tuple[str, str]] = [  # (row key, header)
     ("f1", "F1"), ("ign_f1", "Ign F1"), ("p", "P"), ("r", "R"), ("dev_f1", "dev F1 (selected)"),
     ("decoder_steps_per_doc", "decoder steps/doc"), ("docs_per_second", "decode docs/s"),
     ("train_seconds", "train s"), ("decode_seconds", "decode s"),
-    ("targets_over_decoder_length", "targets over decoder length"), ("optimizer_steps", "optimizer steps"),
+    ("targets_over_decoder_length", "targets over decoder length (summed over epochs)"), ("optimizer_steps", "optimizer steps"),
     ("command", "command"), ("git_revision", "git revision"), ("note", "scorer, split, setting"),
 ]
 

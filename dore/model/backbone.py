@@ -16,7 +16,8 @@ reloads a DORE model saved with `Backbone.save_pretrained` (safetensors only).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -88,7 +89,11 @@ def load_backbone(spec: str, layout: IdLayout, *, init: Init = "number", seed: i
 def load_trained(directory: str | os.PathLike, layout: IdLayout) -> Backbone:
     """A DORE model written by `Backbone.save_pretrained`: weights from safetensors only."""
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForSeq2SeqLM.from_pretrained(directory, use_safetensors=True)
+    if entities.saved_state(directory):
+        with _quiet_hf_loading():
+            model = AutoModelForSeq2SeqLM.from_pretrained(directory, use_safetensors=True)
+    else:
+        model = AutoModelForSeq2SeqLM.from_pretrained(directory, use_safetensors=True)
     missing = [n for n in layout.token_names() if tokenizer.convert_ids_to_tokens(
         tokenizer.convert_tokens_to_ids(n)) != n]
     if missing:
@@ -121,21 +126,29 @@ def _load_base(spec: str, tiny_corpus: Sequence[str] | None
     return model, AutoTokenizer.from_pretrained(spec), _family(model)
 
 
-def _warm_start_bert2bert(path: str, tokenizer: PreTrainedTokenizerBase) -> EncoderDecoderModel:
-    """Encoder and decoder both from one BERT-like checkpoint; cross-attention is new."""
+@contextmanager
+def _quiet_hf_loading() -> Iterator[None]:
+    """Hide transformers' load report and progress bar where its findings are expected: a warm
+    start lists every new cross-attention weight as MISSING, a model trained with entity
+    embeddings lists them as UNEXPECTED (`dore.model.entities` restores them). Pages of it
+    would bury the pipeline's own output."""
     from transformers.utils import logging as hf_logging
 
-    # The load report lists every cross-attention weight as MISSING: expected for a warm start
-    # (they are new by design), and pages of it would bury the pipeline's own output.
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _warm_start_bert2bert(path: str, tokenizer: PreTrainedTokenizerBase) -> EncoderDecoderModel:
+    """Encoder and decoder both from one BERT-like checkpoint; cross-attention is new."""
+    with _quiet_hf_loading():
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
     # generate() reads generation_config, the loss's label shifting reads config: set both.
     for config in (model.config, model.generation_config):
         config.decoder_start_token_id = tokenizer.cls_token_id
