@@ -90,6 +90,7 @@ def main() -> None:
     from dore.data.docred import load_rel_info, read_docred
     from dore.datasets import data_root
     from dore.layout import docred_layout
+    from dore.model import entities
     from dore.model.backbone import load_backbone
     from dore.model.decoding import generate_rows, slot_mask, time_constraint_step
     from dore.model.inputs import encode_document
@@ -112,6 +113,9 @@ def main() -> None:
         layout = docred_layout(load_rel_info(root / "docred" / "rel_info.json"))
         ex, model_name = Extractor(load_backbone("minilm", layout), layout), "minilm (untrained)"
     bb, layout = ex.backbone, ex.layout
+    if entities.of(bb.model) is not None:  # the full-vocabulary and `generate` paths cannot read its entity table
+        raise SystemExit(f"{args.model} was trained with --entity-embeddings: this benchmark compares against "
+                         "full-vocabulary decoding, which such models refuse; pass a model trained without it")
     results: dict = {"model": model_name, "documents": len(docs), "device": "cuda" if torch.cuda.is_available() else "cpu",
                      "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
 

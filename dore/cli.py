@@ -207,6 +207,30 @@ def train(
 
 
 @app.command()
+def tune(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts"),
+         na_biases: Annotated[str, typer.Option(help="comma-separated NA logit biases to try; > 0 answers NA more "
+                                                     "often (precision), < 0 less often (recall)")] = "0,-1,-2,-3",
+         eos_biases: Annotated[str, typer.Option(help="comma-separated EOS logit biases to try")] = "0"):
+    """Choose the NA/EOS logit biases of the trained model on dev (never test); stored in its model card."""
+    from dore import pipeline
+
+    def floats(text: str) -> tuple[float, ...]:
+        try:
+            return tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"not a comma-separated list of numbers: {text!r}") from None
+
+    tuned = pipeline.tune_decoding(_params(dataset, artifacts, None, None, None), na_biases=floats(na_biases),
+                                   eos_biases=floats(eos_biases))
+    table = Table(title=f"{dataset} dev F1 by NA / EOS logit bias (chosen: {tuned['chosen']})")
+    for column in ("na_bias", "eos_bias", "f1", "ign_f1", "p", "r"):
+        table.add_column(column, justify="right")
+    for row in tuned["sweep"]:
+        table.add_row(*(f"{row[c]:.2f}" for c in ("na_bias", "eos_bias", "f1", "ign_f1", "p", "r")))
+    console.print(table)
+
+
+@app.command()
 def evaluate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts"),
              split: Annotated[str, typer.Option(help="dev | test")] = "test",
              num_beams: int = 1):
