@@ -227,6 +227,7 @@ def row_loss(model, family: str, batch: dict, *, label_smoothing: float = 0.0,
     `code_to_id`: take the softmax over these ids only (the symbol head); `bucket`: decode rows in
     length buckets, each cut to its own longest row, instead of padding all to the longest.
     """
+    from dore.model import entities
     from dore.model.decoding import SymbolHead
 
     if code_to_id is None and entities.of(model) is not None:
