@@ -222,11 +222,10 @@ def tune(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifac
 
     tuned = pipeline.tune_decoding(_params(dataset, artifacts, None, None, None), na_biases=floats(na_biases),
                                    eos_biases=floats(eos_biases))
-    table = Table(title=f"{dataset} dev F1 by NA / EOS logit bias (chosen: {tuned['chosen']})")
-    for column in ("na_bias", "eos_bias", "f1", "ign_f1", "p", "r"):
-        table.add_column(column, justify="right")
+    columns = ("na_bias", "eos_bias", "f1", "ign_f1", "p", "r")
+    table = Table(*columns, title=f"{dataset} dev F1 by NA / EOS logit bias (chosen: {tuned['chosen']})")
     for row in tuned["sweep"]:
-        table.add_row(*(f"{row[c]:.2f}" for c in ("na_bias", "eos_bias", "f1", "ign_f1", "p", "r")))
+        table.add_row(*(f"{row[c]:.2f}" for c in columns))
     console.print(table)
 
 

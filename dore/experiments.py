@@ -438,16 +438,9 @@ def _mean_sd(values: Sequence[float | None]) -> str:
 
 def dev_curves(rows: Sequence[dict]) -> list[dict]:
     """Dev F1 by optimizer step of every finished run. The curve is kept in the row itself, so the
-    table renders the same on a machine without the runs' folders (older rows: their training log)."""
-    points = []
-    for row in rows:
-        if row["status"] != "done":
-            continue
-        curve = row.get("dev_curve")
-        if curve is None:
-            curve = _dev_curve(Path(row["train_log"]))
-        points += [{"config": row["id"], "step": step, "dev_f1": f1} for step, f1 in curve]
-    return points
+    table renders the same on a machine without the runs' folders."""
+    return [{"config": row["id"], "step": step, "dev_f1": f1}
+            for row in rows if row["status"] == "done" for step, f1 in row.get("dev_curve", [])]
 
 
 def _dev_curve(log_path: Path) -> list[list[float]]:

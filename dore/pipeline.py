@@ -109,8 +109,6 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
 
     from dore.model import entities
 
-    if cfg.entity_embeddings and not cfg.symbol_loss:
-        raise ValueError("entity_embeddings needs symbol_loss: the entity table enters through the symbol head")
     backbone = (load_trained(cfg.init_from, layout) if cfg.init_from
                 else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed))
     if cfg.entity_embeddings:

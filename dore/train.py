@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dore.data.model import Document, atomic_write_text
 from dore.layout import IdLayout, SlotAssignment
@@ -78,6 +78,12 @@ class TrainConfig(BaseModel):
     checkpoint_every_steps: int = 50
     keep_checkpoints: int = 1
     log_every_steps: int = 10
+
+    @model_validator(mode="after")
+    def _entity_table_needs_the_symbol_head(self) -> "TrainConfig":
+        if self.entity_embeddings and not self.symbol_loss:
+            raise ValueError("entity_embeddings needs symbol_loss: the entity table enters through the symbol head")
+        return self
 
 
 @dataclass

@@ -15,6 +15,7 @@ reloads a DORE model saved with `Backbone.save_pretrained` (safetensors only).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -89,10 +90,8 @@ def load_backbone(spec: str, layout: IdLayout, *, init: Init = "number", seed: i
 def load_trained(directory: str | os.PathLike, layout: IdLayout) -> Backbone:
     """A DORE model written by `Backbone.save_pretrained`: weights from safetensors only."""
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    if entities.saved_state(directory):
-        with _quiet_hf_loading():
-            model = AutoModelForSeq2SeqLM.from_pretrained(directory, use_safetensors=True)
-    else:
+    entity_state = entities.saved_state(directory)  # document-aware entity symbols, if trained with them
+    with _quiet_hf_loading() if entity_state else contextlib.nullcontext():  # their keys are UNEXPECTED to HF
         model = AutoModelForSeq2SeqLM.from_pretrained(directory, use_safetensors=True)
     missing = [n for n in layout.token_names() if tokenizer.convert_ids_to_tokens(
         tokenizer.convert_tokens_to_ids(n)) != n]
@@ -100,7 +99,8 @@ def load_trained(directory: str | os.PathLike, layout: IdLayout) -> Backbone:
         raise DataError(f"{len(missing)} symbol tokens of layout {layout.name!r} are not in the vocabulary "
                         f"(first: {missing[0]!r}); was this model trained with another layout?",
                         file=directory, field="tokenizer")
-    entities.attach_saved(model, directory, layout.n_slots)  # document-aware entity symbols, if trained with them
+    if entity_state:
+        entities.attach(model, layout.n_slots).load_state_dict(entity_state)
     return _backbone(model, tokenizer, _family(model), layout)
 
 

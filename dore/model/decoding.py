@@ -514,7 +514,8 @@ class SymbolHead:
             self.bias = output.bias[code_to_id] + (0 if self.bias is None else self.bias)
         self.entities = entities.of(model)  # document-aware entity symbols, when attached
         self.code_to_id = code_to_id
-        self.vocab_size = model.get_decoder().get_input_embeddings().num_embeddings
+        self.slot_of_id = None if self.entities is None else entities.slot_lookup(
+            code_to_id, self.entities.n_slots, model.get_decoder().get_input_embeddings().num_embeddings)
 
     def logits(self, hidden: Tensor, table: Tensor | None = None) -> Tensor:
         """Symbol logits of decoder states [rows, (T,) H]; `table` [rows, n_slots, H]: the rows'
@@ -526,19 +527,15 @@ class SymbolHead:
             logits = torch.cat([logits[..., :pointer.shape[-1]] + pointer, logits[..., pointer.shape[-1]:]], -1)
         return (logits if self.bias is None else logits + self.bias).float()
 
-    def entity_table(self, source_ids: Tensor | None, encoder_hidden: Tensor,
-                     row_doc: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-        """(per-row entity table, slot of each vocabulary id), or (None, None) without the module.
-        `encoder_hidden` as the encoder wrote it (before any projection), per document."""
+    def entity_table(self, source_ids: Tensor | None, encoder_hidden: Tensor, row_doc: Tensor | None) -> Tensor | None:
+        """The rows' entity table [rows, n_slots, H], or None without the module. `encoder_hidden`
+        as the encoder wrote it (before any projection), per document."""
         if self.entities is None:
-            return None, None
+            return None
         if source_ids is None:
             raise ValueError("a model with entity embeddings needs the source ids to decode")
-        n_slots = self.entities.n_slots
-        table = self.entities.table(source_ids, encoder_hidden, self.code_to_id[:n_slots])
-        if row_doc is not None:
-            table = table.index_select(0, row_doc)
-        return table, entities.slot_lookup(self.code_to_id, n_slots, self.vocab_size)
+        table = self.entities.table(source_ids, encoder_hidden, self.code_to_id[:self.entities.n_slots])
+        return table if row_doc is None else table.index_select(0, row_doc)
 
     def forward(self, encoder_hidden: Tensor, encoder_attention_mask: Tensor, decoder_input_ids: Tensor,
                 decoder_attention_mask: Tensor, row_doc: Tensor | None = None,
@@ -551,7 +548,7 @@ class SymbolHead:
         the rows' cross-attention as in decoding gained nothing here: T queries per row already
         amortise reading the keys/values.)
         """
-        table, slot_of_id = self.entity_table(source_ids, encoder_hidden, row_doc)
+        table = self.entity_table(source_ids, encoder_hidden, row_doc)
         if self.cross_projection is not None:
             encoder_hidden = self.cross_projection(encoder_hidden)
         cache = None
@@ -559,7 +556,7 @@ class SymbolHead:
             cache = shared_cross_attention_cache(self.decoder, encoder_hidden, row_doc)
             encoder_hidden = encoder_hidden.index_select(0, row_doc)
             encoder_attention_mask = encoder_attention_mask.index_select(0, row_doc)
-        with entities.reading(table, slot_of_id):
+        with entities.reading(table, self.slot_of_id):
             out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
                                encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask,
                                past_key_values=cache, use_cache=cache is not None)
@@ -668,7 +665,7 @@ def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: 
     """
     code_to_id = torch.as_tensor(code_to_id, dtype=torch.long, device=decoder_input_ids.device)
     head = SymbolHead(model, code_to_id)
-    table, slot_of_id = head.entity_table(source_ids, encoder_hidden, row_doc)
+    table = head.entity_table(source_ids, encoder_hidden, row_doc)
     if head.cross_projection is not None:
         encoder_hidden = head.cross_projection(encoder_hidden)
     cache, groups = None, None
@@ -679,7 +676,7 @@ def fast_greedy(model: PreTrainedModel, encoder_hidden: Tensor, attention_mask: 
         encoder_hidden, attention_mask = encoder_hidden.index_select(0, row_doc), attention_mask.index_select(0, row_doc)
     token = _ROW_GROUPS.set(groups)
     try:
-        with entities.reading(table, slot_of_id):
+        with entities.reading(table, head.slot_of_id):
             return _greedy_loop(head, encoder_hidden, attention_mask, decoder_input_ids, constraint, code_to_id,
                                 max_new_tokens, code_bias, cache, table)
     finally:

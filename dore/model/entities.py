@@ -13,7 +13,7 @@ into the decoder, and the decoder uses it on both sides of a symbol:
 The projection starts at zero, so a model with the module attached computes exactly what it
 computed without it; training moves it only as far as it helps. It is a submodule of the
 seq2seq model (`model.dore_entities`), so checkpoints and `save_pretrained` carry it and
-`attach_saved` restores it. Decoding goes through `SymbolHead` (greedy with the symbol output
+`dore.model.backbone.load_trained` restores it. Decoding goes through `SymbolHead` (greedy with the symbol output
 layer); HF `generate` does not know the module and is refused for such models.
 """
 
@@ -115,11 +115,3 @@ def saved_state(directory: str | Path) -> dict[str, Tensor]:
             state.update({k.removeprefix(PREFIX): fh.get_tensor(k) for k in fh.keys() if k.startswith(PREFIX)})
     return state
 
-
-def attach_saved(model: PreTrainedModel, directory: str | Path, n_slots: int) -> bool:
-    """Restore the module of a model saved with it; False when it was saved without."""
-    state = saved_state(directory)
-    if not state:
-        return False
-    attach(model, n_slots).load_state_dict(state)
-    return True

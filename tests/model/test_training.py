@@ -150,6 +150,5 @@ def test_entity_embeddings_train_save_and_reload(small, tmp_path, spec):
 def test_entity_embeddings_need_the_symbol_loss(small):
     from dore.pipeline import initial_backbone
 
-    cfg = TrainConfig(backbone="tiny-bart", symbol_loss=False, entity_embeddings=True)
     with pytest.raises(ValueError, match="symbol_loss"):
-        initial_backbone(cfg, small[1])
+        initial_backbone(TrainConfig(backbone="tiny-bart", symbol_loss=False, entity_embeddings=True), small[1])
