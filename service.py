@@ -38,9 +38,19 @@ from pydantic import Field  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 
 from dore.data.model import DataError, Document  # noqa: E402
-from dore.predict import Extractor  # noqa: E402
-from dore.serving import (MAX_DOCUMENTS_PER_REQUEST, DocumentIn, DocumentResult, ExtractResponse,  # noqa: E402
-                          Extraction, ModelInfo, check_document, model_info, refusal, to_document)
+from dore.extract import Extractor  # noqa: E402
+from dore.serving import (  # noqa: E402
+    MAX_DOCUMENTS_PER_REQUEST,
+    DocumentIn,
+    DocumentResult,
+    Extraction,
+    ExtractResponse,
+    ModelInfo,
+    check_document,
+    model_info,
+    refusal,
+    to_document,
+)
 
 MODEL_TAG = os.environ.get("DORE_BENTO_MODEL", "dore-docred:latest")
 ADAPTIVE_BATCHING = os.environ.get("DORE_BATCHING", "on").lower() not in ("off", "0", "false", "no")

@@ -52,7 +52,7 @@ def same_tuples_as_sequence(ex, docs, rows_cfg) -> dict:
     that writes exactly the tuples the rows wrote (head, tail, relation ..., EOS), with the same
     encoder, decoder, KV cache and symbol head. Independent of whether the model was trained for
     sequence mode, so it measures what the output layout costs."""
-    from dore.model.decoding import fast_greedy
+    from dore.decoding.generate import fast_greedy
     from dore.model.inputs import pad_batch
 
     bb, layout = ex.backbone, ex.layout
@@ -87,17 +87,21 @@ def same_tuples_as_sequence(ex, docs, rows_cfg) -> dict:
 
 
 def main() -> None:
+    from collections import Counter
+
+    from dore.data.datasets import data_root
     from dore.data.docred import load_rel_info, read_docred
-    from dore.datasets import data_root
-    from dore.layout import docred_layout
+    from dore.decoding.constraint import slot_mask
+    from dore.decoding.generate import generate_rows
+    from dore.decoding.reference import time_constraint_step
+    from dore.extract import Extractor
+    from dore.methods.dore import decoder_sequences
+    from dore.methods.seq2seq import collate, make_examples, row_loss
     from dore.model import entities
     from dore.model.backbone import load_backbone
-    from dore.model.decoding import generate_rows, slot_mask, time_constraint_step
     from dore.model.inputs import encode_document
-    from dore.predict import Extractor
-    from dore.train import collate, decoder_sequences, make_examples, row_loss
-    from dore.sampling import SamplingConfig
-    from collections import Counter
+    from dore.symbolic.layout import docred_layout
+    from dore.symbolic.sampling import SamplingConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="artifacts/docred/model")
@@ -184,7 +188,7 @@ def main() -> None:
                                                    prefix=list(bb.decoder_prefix), code_to_id=bb.code_to_id,
                                                    max_len=bb.max_target_length, counts=counts))
                              for e in examples[(step % 2) * 4: (step % 2) * 4 + 4]], bb.pad_id, len(bb.decoder_prefix) + 1)
-            loss, n = row_loss(model, bb.family, batch, **options)
+            loss, n = row_loss(model, batch, **options)
             loss.backward(); opt.step(); opt.zero_grad()
             tokens += int(batch["attention_mask"].sum()) + n
         seconds = time.perf_counter() - start

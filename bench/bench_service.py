@@ -51,12 +51,12 @@ def token_request(doc) -> dict:
 def build_tiny_store(home: Path) -> str:
     """A random tiny-bart model with the DocRED layout, packaged as dore-docred in `home`."""
     os.environ["BENTOML_HOME"] = str(home)  # before bentoml is imported
+    from dore.data.datasets import data_root
     from dore.data.docred import load_rel_info
-    from dore.datasets import data_root
-    from dore.layout import docred_layout
+    from dore.extract import Extractor
     from dore.model.backbone import load_backbone
-    from dore.package import package
-    from dore.predict import Extractor
+    from dore.stages import package_model as package
+    from dore.symbolic.layout import docred_layout
 
     layout = docred_layout(load_rel_info(data_root() / "docred" / "rel_info.json"))
     model_dir = Extractor(load_backbone("tiny-bart", layout), layout).save_pretrained(home / "tiny-model")
@@ -161,8 +161,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
 
+    from dore.data.datasets import data_root
     from dore.data.docred import read_docred
-    from dore.datasets import data_root
 
     docs = read_docred(data_root() / "redocred" / "test_revised.json")[0]
 

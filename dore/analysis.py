@@ -22,9 +22,12 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
+from dore.config import DecodingConfig
+from dore.data.formats import read_any
 from dore.data.model import DataError, Document
-from dore.layout import NA_NAME, SlotAssignment
-from dore.predict import DecodingConfig, Extractor
+from dore.extract import Extractor
+from dore.model.inputs import encode
+from dore.symbolic.layout import NA_NAME, SlotAssignment
 
 
 @contextmanager
@@ -68,15 +71,13 @@ def last_layer_self_attention(extractor: Extractor, input_ids: torch.Tensor, dec
                               chunk_length: int | None = None) -> torch.Tensor:
     """One teacher-forced pass over prefix + `decoder_codes`: the last decoder layer's
     self-attention averaged over heads, [T, T] (row: query position, column: key position)."""
-    from dore.model.inputs import encode_chunks
-
     bb = extractor.backbone
     model = bb.model
     device = input_ids.device
     decoder_ids = torch.tensor([[*bb.decoder_prefix, *(bb.code_to_id[c] for c in decoder_codes)]], device=device)
     attention_mask = (input_ids != bb.pad_id).long()
     with eager_attention(model):
-        hidden = encode_chunks(model.get_encoder(), input_ids, attention_mask, chunk_length)
+        hidden = encode(model, input_ids, attention_mask, chunk_length)
         out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention_mask,
                     decoder_input_ids=decoder_ids, decoder_attention_mask=torch.ones_like(decoder_ids),
                     output_attentions=True, return_dict=True)
@@ -175,8 +176,6 @@ def render(doc: Document, rows: Sequence[dict]) -> str:
 def main(model_dir: str | Path, docs_path: str | Path, doc_index: int, n_docs_for_stats: int) -> dict:
     """`dore attention MODEL_DIR DOCS --doc N`: document N's tuple attention (rows and text) and
     the statistics over the first `n_docs_for_stats` documents (document N's rows reused)."""
-    from dore.convert import read_any
-
     extractor = Extractor.from_pretrained(model_dir)
     docs, _, _ = read_any(docs_path)
     if not 0 <= doc_index < len(docs):

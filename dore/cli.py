@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from tqdm import tqdm
 
-from dore.data_import import DEFAULT_DEST, DEFAULT_SOURCE
+from dore import stages
+from dore.analysis import main as attention_main
+from dore.config import PipelineParams, TrainConfig, artifacts_dir
+from dore.data.datasets import data_root
+from dore.data.docred import load_rel_info, read_docred_result, write_docred_result
+from dore.data.formats import read_any
+from dore.data.importing import DEFAULT_DEST, DEFAULT_SOURCE, MirrorMissingError, import_data
+from dore.data.model import atomic_write_text
 from dore.env import set_offline_defaults
+from dore.experiments import main as experiments_main
+from dore.extract import Extractor
+from dore.presets import load_section, merge, preset_values
+from dore.scoring.score import docred_records_from_documents, headline, predictions_from_documents
+from dore.scoring.score import score as score_predictions
+from dore.symbolic.layout import default_layout
+from dore.symbolic.linearize import build_targets
+from dore.symbolic.sampling import SamplingConfig
 
 set_offline_defaults()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -40,12 +59,7 @@ def convert(
     epoch: int = 0,
 ):
     """Dataset files -> canonical JSONL documents with their positive symbolic targets."""
-    from tqdm import tqdm
 
-    from dore.convert import convert as convert_file, default_layout, read_any
-    from dore.data.docred import load_rel_info
-    from dore.linearize import build_targets
-    from dore.sampling import SamplingConfig
 
     rel = load_rel_info(rel_info) if rel_info else _default_rel_info()
     summary = Table(title="dore convert")
@@ -55,7 +69,7 @@ def convert(
     for path in inputs:
         stem = path.name.split(".")[0] if path.is_file() else path.name
         started = time.perf_counter()
-        s = convert_file(path, out_dir / f"{stem}.jsonl", fmt=fmt, rel_info=rel,
+        s = stages.convert_file(path, out_dir / f"{stem}.jsonl", fmt=fmt, rel_info=rel,
                          progress=lambda docs: tqdm(docs, desc=f"linearize {path.name}", leave=False))
         seconds = time.perf_counter() - started
         summary.add_row(str(path), s["format"], str(s["documents"]), str(s["entities"]), str(s["mentions"]),
@@ -74,8 +88,6 @@ def convert(
 
 
 def _default_rel_info() -> dict[str, str] | None:
-    from dore.data.docred import load_rel_info
-    from dore.datasets import data_root
 
     path = data_root() / "docred" / "rel_info.json"
     return load_rel_info(path) if path.exists() else None
@@ -89,26 +101,21 @@ def score(
     out: Annotated[Optional[Path], typer.Option(help="write the metrics JSON here")] = None,
 ):
     """Predictions + gold -> the dataset's official metrics table (percent)."""
-    from dore.convert import read_any
-    from dore.evaluate import predictions_from_documents, score as score_fn
 
     gold_docs, _, _ = read_any(gold)
     records = None
     if predictions.suffix == ".json" and _is_result_json(predictions):
-        from dore.data.docred import read_docred_result
         records = [p.model_dump(exclude_none=True) for p in read_docred_result(predictions)]
         preds = {}
     else:
         pred_docs, _, pred_fmt = read_any(predictions)
         preds = predictions_from_documents(pred_docs)
         if pred_fmt == "docred":  # keep the evidence: the official scorer scores it
-            from dore.evaluate import docred_records_from_documents
             records = docred_records_from_documents(pred_docs)
     train_docs = [d for p in train for d in read_any(p)[0]] if train else None
-    metrics = score_fn(preds, gold_docs, train_docs=train_docs, docred_results=records)
+    metrics = score_predictions(preds, gold_docs, train_docs=train_docs, docred_results=records)
     _print_metrics(metrics, f"{predictions.name} vs {gold.name}")
     if out:
-        from dore.data.model import atomic_write_text
         atomic_write_text(out, json.dumps(metrics, indent=1, default=str))
 
 
@@ -119,7 +126,6 @@ def _is_result_json(path: Path) -> bool:
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
-    from dore.evaluate import headline
 
     console.print(_table(f"{title} [{metrics['scorer']}]", headline(metrics)))
     if "breakdown" in metrics:
@@ -134,14 +140,42 @@ def _print_metrics(metrics: dict, title: str) -> None:
         console.print(f"[yellow]warning:[/] {w}")
 
 
-def _params(dataset: str, artifacts: Path, limit_train, limit_dev, limit_test, **train_overrides):
-    from dore.pipeline import PipelineParams
-    from dore.train import TrainConfig
+def _params(dataset: str, artifacts: Path, limit_train=None, limit_dev=None, limit_test=None, **train) -> PipelineParams:
+    """Command-line values -> `PipelineParams`; unset options keep the config's defaults."""
+    limits = {"limit_train": limit_train or None, "limit_dev": limit_dev or None, "limit_test": limit_test or None}
+    return PipelineParams(dataset=dataset, artifacts=str(artifacts), **limits,
+                          train=TrainConfig(**{k: v for k, v in train.items() if v is not None}))
 
-    overrides = {k: v for k, v in train_overrides.items() if v is not None}
-    return PipelineParams(dataset=dataset, artifacts=str(artifacts), limit_train=limit_train or None,
-                          limit_dev=limit_dev or None, limit_test=limit_test or None,
-                          train=TrainConfig(**overrides))
+
+def with_train_options(command: Callable) -> Callable:
+    """Give `command` one option per `TrainConfig` field (`--lr`, `--entity-embeddings/--no-...`),
+    derived from the config, so each parameter is declared once; unset options stay None."""
+    signature = inspect.signature(command)
+    declared = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind, choices = _option_type(field.annotation)
+        help_text = field.description or ""
+        if choices:
+            help_text = f"{' | '.join(choices)}" + (f"; {help_text}" if help_text else "")
+        default = "null" if field.default is None else field.default
+        option = typer.Option(f"{flag}/--no-{flag[2:]}" if kind is bool else flag,
+                              help=f"{help_text} [config default: {default}]", show_default=False,
+                              rich_help_panel="Training (dore.config.TrainConfig)")
+        declared.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                          annotation=Annotated[Optional[kind], option]))
+    command.__signature__ = signature.replace(parameters=declared)
+    return command
+
+
+def _option_type(annotation: Any) -> tuple[type, list[str]]:
+    """The command-line type of a config field, and its choices when it is a Literal."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if typing.get_origin(args[0]) is typing.Literal:
+        return str, [str(c) for c in typing.get_args(args[0])]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, [str(c) for c in typing.get_args(annotation)]
+    return args[0], []
 
 
 DatasetOpt = Annotated[str, typer.Option(help="docred | cdr | gda | scirex")]
@@ -153,57 +187,39 @@ LimitOpt = Annotated[Optional[int], typer.Option(help="first N documents of the 
 def prepare(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts"),
             limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None):
     """Stage convert for a benchmark setting: splits -> artifacts/<dataset>/docs/*.jsonl + layout."""
-    from dore import pipeline
 
-    counts = pipeline.convert(_params(dataset, artifacts, limit_train, limit_dev, limit_test))
+    counts = stages.convert(_params(dataset, artifacts, limit_train, limit_dev, limit_test))
     console.print(_table(f"{dataset} splits", {k: f"{v['documents']} docs, {v['relations']} relations" for k, v in counts.items()}))
 
 
 @app.command()
 def validate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts")):
     """Stage validate: structural checks (readers) and great-expectations suites on every split."""
-    from dore import pipeline
 
-    summary = pipeline.validate(_params(dataset, artifacts, None, None, None))
+    summary = stages.validate(_params(dataset, artifacts, None, None, None))
     console.print(_table(f"{dataset} validation", {k: f"{v['documents']} docs, ok={v['success']}" for k, v in summary.items()}))
 
 
 @app.command()
+@with_train_options
 def train(
     dataset: DatasetOpt = "docred",
     artifacts: ArtifactsOpt = Path("artifacts"),
-    backbone: Annotated[Optional[str], typer.Option(help="minilm (embedded default), tiny-t5|tiny-bart|tiny-led, a hub name or a local dir")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="rows (parallel row generation) | sequence")] = None,
-    sampling: Annotated[Optional[str], typer.Option(help="none | random:0.1 | diagonal:1 | asymmetric:2,1 | asymmetric_flipped | dynamic | all")] = None,
-    epochs: Optional[int] = None, max_steps: Optional[int] = None, max_minutes: Optional[float] = None,
-    lr: Optional[float] = None, lr_new: Optional[float] = None, batch_docs: Optional[int] = None,
-    grad_accum: Optional[int] = None, warmup_ratio: Optional[float] = None, label_smoothing: Optional[float] = None,
-    max_source_length: Optional[int] = None, seed: Optional[int] = None,
-    chunk_length: Annotated[Optional[int], typer.Option(help="encode long documents in windows of this many tokens (FiD)")] = None,
-    order: Annotated[Optional[str], typer.Option(help="row-column | annotation | random (target order)")] = None,
-    init: Annotated[Optional[str], typer.Option(help="number | random entity-id embedding init")] = None,
-    init_from: Annotated[Optional[str], typer.Option(help="a trained DORE model dir to fine-tune (after distant pre-training)")] = None,
-    entity_embeddings: Annotated[Optional[bool], typer.Option(
-        "--entity-embeddings/--no-entity-embeddings",
-        help="document-aware entity symbols: projected encoder states at each entity's markers")] = None,
     limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None,
+    method: Annotated[str, typer.Option(help="dore | lexical | classifier (the baselines)")] = "dore",
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = True,
+    **train_options,
 ):
     """Stage train: fine-tune on the setting's train split, select on dev (never test)."""
-    from dore import pipeline
-
-    params = _params(dataset, artifacts, limit_train, limit_dev, limit_test, backbone=backbone, mode=mode,
-                     sampling=sampling, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes, lr=lr,
-                     lr_new=lr_new, batch_docs=batch_docs, grad_accum=grad_accum, warmup_ratio=warmup_ratio,
-                     label_smoothing=label_smoothing, max_source_length=max_source_length, seed=seed,
-                     chunk_length=chunk_length, order=order,
-                     init=init, init_from=init_from, entity_embeddings=entity_embeddings)
-    if not (pipeline.artifacts_dir(params) / "docs" / "train.jsonl").exists():
-        pipeline.convert(params)
-    summary = pipeline.train(params, resume=resume)
+    params = _params(dataset, artifacts, limit_train, limit_dev, limit_test, **train_options)
+    if not (artifacts_dir(params) / "docs" / "train.jsonl").exists():
+        stages.convert(params)
+    summary = stages.train(params, method=method, resume=resume)
     console.print(_table(f"{dataset} training", {k: v for k, v in summary.items() if not isinstance(v, dict)}))
     if summary["best_dev"]:
         console.print(_table("selected on dev", {k: v for k, v in summary["best_dev"].items()}))
+    if "decoding_tuned_on_dev" in summary:
+        console.print(_table("decoding chosen on dev", summary["decoding_tuned_on_dev"]))
 
 
 @app.command()
@@ -212,7 +228,6 @@ def tune(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifac
                                                      "often (precision), < 0 less often (recall)")] = "0,-1,-2,-3",
          eos_biases: Annotated[str, typer.Option(help="comma-separated EOS logit biases to try")] = "0"):
     """Choose the NA/EOS logit biases of the trained model on dev (never test); stored in its model card."""
-    from dore import pipeline
 
     def floats(text: str) -> tuple[float, ...]:
         try:
@@ -220,7 +235,7 @@ def tune(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifac
         except ValueError:
             raise typer.BadParameter(f"not a comma-separated list of numbers: {text!r}") from None
 
-    tuned = pipeline.tune_decoding(_params(dataset, artifacts, None, None, None), na_biases=floats(na_biases),
+    tuned = stages.tune_decoding(_params(dataset, artifacts, None, None, None), na_biases=floats(na_biases),
                                    eos_biases=floats(eos_biases))
     columns = ("na_bias", "eos_bias", "f1", "ign_f1", "p", "r")
     table = Table(*columns, title=f"{dataset} dev F1 by NA / EOS logit bias (chosen: {tuned['chosen']})")
@@ -234,11 +249,10 @@ def evaluate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("art
              split: Annotated[str, typer.Option(help="dev | test")] = "test",
              num_beams: int = 1):
     """Stage evaluate: the selected model on a split, with the dataset's official scorer."""
-    from dore import pipeline
 
     params = _params(dataset, artifacts, None, None, None)
     params = params.model_copy(update={"num_beams": num_beams})
-    record = pipeline.evaluate(params, split)
+    record = stages.evaluate(params, split)
     console.print(_table(f"{dataset} {split} [{record['scorer']}] ({record['setting']})",
                          {k: v for k, v in record.items() if isinstance(v, (int, float))}))
 
@@ -251,9 +265,8 @@ def coref(
     import_path: Annotated[Optional[Path], typer.Option(help="the fast-coref / fastcoref output to import")] = None,
 ):
     """Stage coref (SciREX): cluster the test split's mentions into artifacts/<dataset>/coref/<backend>.jsonl."""
-    from dore import pipeline
 
-    summary = pipeline.coref(_params(dataset, artifacts, None, None, None), backend,
+    summary = stages.coref(_params(dataset, artifacts, None, None, None), backend,
                              import_path=str(import_path) if import_path else None)
     console.print(_table(f"coreference {backend} [{summary['setting']}] on {summary['docs']} documents",
                          {**{k: summary[k] for k in ("clusters", "mentions", "singletons")}, **summary["quality"]}))
@@ -266,9 +279,8 @@ def evaluate_coref(
     artifacts: ArtifactsOpt = Path("artifacts"),
 ):
     """SciREX with a coreference component: clusters -> DORE -> official SciREX scores, labelled by setting."""
-    from dore import pipeline
 
-    record = pipeline.evaluate_with_coref(_params(dataset, artifacts, None, None, None), backend)
+    record = stages.evaluate_with_coref(_params(dataset, artifacts, None, None, None), backend)
     for scorer in ("scirex_official", "dore_micro"):
         for arity, m in record[scorer].items():
             console.print(_table(f"{dataset} test [{scorer} {arity}] setting={record['setting']} ({record['split_note']})",
@@ -281,9 +293,8 @@ def experiments(ctx: typer.Context):
     """The paper's comparisons, one factor at a time (experiments/comparisons.yaml): trains, selects on dev,
     scores on test and appends to experiments/results.{md,json}; skips finished runs, resumes unfinished.
     Arguments as `python -m dore.experiments --help` (e.g. `--only base`, `--smoke`, `--list`)."""
-    from dore.experiments import main
 
-    main(list(ctx.args))
+    experiments_main(list(ctx.args))
 
 
 @app.command()
@@ -294,9 +305,8 @@ def attention(
     stats_docs: Annotated[int, typer.Option(help="documents for the shares (the paper's Figure 3 statistics)")] = 20,
 ):
     """Which earlier tuple the decoder attended to most when it predicted each relation (paper Fig. 3)."""
-    from dore.analysis import main
 
-    result = main(model_dir, inputs, doc, stats_docs)
+    result = attention_main(model_dir, inputs, doc, stats_docs)
     console.print(result["text"])
     console.print(_table("tuple attention over the documents", result["statistics"]))
 
@@ -304,7 +314,6 @@ def attention(
 @app.command("package")
 def package_command(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts")):
     """Stage package: the selected model (artifacts/<dataset>/model) into the BentoML model store."""
-    from dore import stages
 
     record = stages.package(_params(dataset, artifacts, None, None, None))
     console.print(f"packaged model: {record['tag']} at {record['bento_path']} (from {record['model_dir']})")
@@ -321,8 +330,6 @@ def stage(
     artifacts: ArtifactsOpt = Path("artifacts"),
 ):
     """One stage with a params.yaml section's parameters (what the DVC stages run)."""
-    from dore import stages
-    from dore.presets import load_section
 
     if name not in stages.STAGES:
         raise typer.BadParameter(f"{name!r}; choose one of {', '.join(stages.STAGES)}", param_hint="NAME")
@@ -341,7 +348,6 @@ def data_import(
     track: Annotated[bool, typer.Option("--dvc/--no-dvc", help="record the folder with `dvc add`")] = True,
 ):
     """Copy the raw files the benchmark settings need (and coref/) from a mirror into data/, then `dvc add data`."""
-    from dore.data_import import MirrorMissingError, import_data
 
     try:
         result = import_data(source, dest, track=track)
@@ -361,11 +367,7 @@ def predict(
     num_beams: int = 1,
 ):
     """Extract relations; DocRED input gives the official result.json (h_idx/t_idx index the vertexSet)."""
-    from tqdm import tqdm
 
-    from dore.convert import read_any
-    from dore.data.model import atomic_write_text
-    from dore.predict import Extractor
 
     extractor = Extractor.from_pretrained(model_dir)
     docs, _, fmt = read_any(inputs, fmt)
@@ -375,7 +377,6 @@ def predict(
     for i in tqdm(range(0, len(docs), step), desc="extract", unit="batch"):
         results.extend(extractor.extract(docs[i: i + step], decoding))
     if fmt == "docred" or out.suffix == ".json":
-        from dore.data.docred import write_docred_result
         write_docred_result(out, [{"title": d.doc_id, "h_idx": r.args[0], "t_idx": r.args[1], "r": r.label}
                                   for d, rels in zip(docs, results) for r in rels])
     else:
@@ -385,37 +386,34 @@ def predict(
 
 
 @app.command("pipeline")
+@with_train_options
 def run_pipeline(
     dataset: DatasetOpt = "docred",
     artifacts: ArtifactsOpt = Path("artifacts"),
-    backbone: str = "minilm",
-    epochs: int = 4,
-    max_minutes: Annotated[Optional[float], typer.Option(help="training budget")] = 8.0,
-    limit_train: LimitOpt = 50, limit_dev: LimitOpt = 20, limit_test: LimitOpt = 50,
-    lr: float = 1e-4,
+    params_file: Annotated[Path, typer.Option("--params", help="the section's defaults; the embedded preset "
+                                                                "when the file is missing")] = Path("params.yaml"),
+    limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None,
     package_model: Annotated[bool, typer.Option("--package/--no-package", help="put the model into the BentoML store")] = True,
+    **train_options,
 ):
-    """The whole pipeline (validate -> convert -> train -> evaluate -> package); defaults: the embedded
-    default, a small real Re-DocRED subset with the MiniLM backbone on CPU."""
-    from dore import pipeline
-
+    """The whole pipeline (validate -> convert -> train -> evaluate -> package): the stage functions
+    `dvc repro` runs, with the dataset's section of params.yaml (options override it)."""
     started = time.perf_counter()
-    params = _params(dataset, artifacts, limit_train, limit_dev, limit_test, backbone=backbone, epochs=epochs,
-                     max_minutes=max_minutes, lr=lr)
-    for split, v in pipeline.validate(params).items():
-        console.print(f"validate {split}: {v['documents']} documents ok (report {v['report']})")
-    pipeline.convert(params)
-    summary = pipeline.train(params, resume=False)
-    console.print(f"trained {summary['steps']} steps in {summary['seconds']} s; selected on dev: "
-                  f"{ {k: v for k, v in (summary['best_dev'] or {}).items() if k in ('f1', 'ign_f1', 'epoch')} }")
-    record = pipeline.evaluate(params, "test")
-    console.print(_table(f"{dataset} test [{record['scorer']}] ({record['setting']})",
-                         {k: v for k, v in record.items() if isinstance(v, (int, float))}))
-    model_dir = pipeline.artifacts_dir(params) / "model"
-    if package_model:
-        from dore.package import package
-        console.print(f"packaged model: {package(model_dir, f'dore-{dataset}')} (from {model_dir.resolve()})")
-    console.print(f"model: {model_dir.resolve()}  wall time {time.perf_counter() - started:.0f} s")
+    limits = {k: v or None for k, v in {"limit_train": limit_train, "limit_dev": limit_dev,  # 0: all
+                                        "limit_test": limit_test}.items() if v is not None}
+    overrides = {**limits, "train": {k: v for k, v in train_options.items() if v is not None}}
+    if params_file.exists():
+        base = load_section(params_file, dataset, artifacts=str(artifacts)).model_dump(exclude={"dataset", "artifacts"})
+    else:
+        base = preset_values("embedded", dataset)
+    params = PipelineParams.model_validate({"dataset": dataset, "artifacts": str(artifacts),
+                                            **merge(base, overrides)})
+    for name in stages.PIPELINE_ORDER:
+        if name == "package" and not package_model:
+            continue
+        result = stages.STAGES[name](params)
+        console.print(_table(f"{dataset}: {name}", {k: v for k, v in result.items() if not isinstance(v, (dict, list))}))
+    console.print(f"model: {(artifacts_dir(params) / 'model').resolve()}  wall time {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ then appends one row to `results.json` (rendered as `results.md`) and redraws th
 draws one line per run: `dvc plots show experiments/dev_curves.csv -x step -y dev_f1
 -t experiments/dev_curves.vega.json`. A row is keyed by its run id and the hash of
 its resolved parameters: a rerun skips finished runs and resumes an interrupted one from its
-checkpoints. Each kind of model runs through `RUNNERS` (a module's `train` and `evaluate` with the
-contract of `dore.pipeline.train` / `dore.pipeline.evaluate`); a kind whose module lacks them gives
-a `pending` row instead of a result.
+checkpoints. Every kind of model (a method of `dore.methods`) trains and scores through the same
+stage functions, `dore.stages.train` / `dore.stages.evaluate`.
 
     python experiments/run.py experiments/comparisons.yaml                 # everything (hours)
     python experiments/run.py experiments/comparisons.yaml --only base     # the base, every seed
@@ -29,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import importlib
 import io
 import json
 import logging
@@ -38,7 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,10 +45,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from dore import stages
+from dore.config import PipelineParams, artifacts_dir
 from dore.data.model import atomic_write_text
-from dore.pipeline import PipelineParams, artifacts_dir
+from dore.env import set_offline_defaults
+from dore.extract import MODEL_CARD
 from dore.presets import merge
-from dore.sampling import SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,6 @@ def plan(config: Comparisons, out_dir: str | Path) -> list[Run]:
                                                 "artifacts": str(out_dir / f"{name}-seed{seed}")})
         if params.tune_na_biases != [0.0]:
             raise ValueError(f"{name}: tune_na_biases must be [0.0]; every configuration decodes the same plain way")
-        SamplingConfig.parse(params.train.sampling)  # a typo fails now, not hours into the comparison
         return Run(f"{name}-seed{seed}", name, factor, value, kind, seed, params, config_hash(kind, params))
 
     runs = [make("base", "base", "", "dore", seed, {}) for seed in config.seeds]
@@ -167,10 +166,14 @@ def _changed(base: Run, run: Run) -> set[str]:
 # Switches added after rows were recorded, with their defaults: hashed only when set otherwise, so
 # the finished rows keep their hashes (and are not rerun) when a new switch appears.
 LATER_FIELDS: dict[str, Any] = {"entity_embeddings": False}
+# Fields removed after rows were recorded, with the value every row had: still hashed, so the rows
+# keep their hashes (`target_format`: the lexical baseline is a method now, not a target format).
+REMOVED_FIELDS: dict[str, Any] = {"target_format": "symbolic"}
 
 
 def config_hash(kind: str, params: PipelineParams) -> str:
     values = {k: v for k, v in _flat(params).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+    values = {**REMOVED_FIELDS, **values}
     blob = json.dumps({"kind": kind, **values}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -184,41 +187,6 @@ def select(runs: Sequence[Run], only: Iterable[str] | None) -> list[Run]:
     if unknown:
         raise ValueError(f"unknown runs {sorted(unknown)}; choose from {[r.id for r in runs]}")
     return [r for r in runs if r.id in wanted or r.name in wanted]
-
-
-# --- the runners -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Runner:
-    """Where a kind of model is trained and evaluated: `module.train(params, *, resume) -> summary`
-    (steps, seconds, counts, best_dev; `<artifacts>/<dataset>/train/train_log.jsonl` with dev_f1 by
-    step) and `module.evaluate(params, split) -> record` (f1, ign_f1, p, r, scorer, setting,
-    decode_seconds, docs_per_second, decoder_steps_per_doc), as `dore.pipeline.train` / `evaluate`."""
-
-    module: str
-    train: str = "train"
-    evaluate: str = "evaluate"
-
-    def functions(self) -> tuple[Callable[..., dict], Callable[..., dict]]:
-        """The two functions, looked up now; NotImplementedError names what is missing."""
-        contract = (f"`{self.train}(params: PipelineParams, *, resume: bool) -> dict` and "
-                    f"`{self.evaluate}(params: PipelineParams, split: str) -> dict`, as dore.pipeline")
-        try:
-            module = importlib.import_module(self.module)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not self.module.startswith(exc.name):
-                raise  # the module exists but imports something missing: a real error
-            raise NotImplementedError(f"module {self.module} is missing (needs {contract})") from None
-        missing = [name for name in (self.train, self.evaluate) if not callable(getattr(module, name, None))]
-        if missing:
-            raise NotImplementedError(f"{self.module} has no {' / '.join(missing)} (needs {contract})")
-        return getattr(module, self.train), getattr(module, self.evaluate)
-
-
-RUNNERS: dict[str, Runner] = {
-    "dore": Runner("dore.pipeline"),
-    "lexical": Runner("dore.baselines.lexical"),
-    "classifier": Runner("dore.baselines.classifier"),
-}
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -240,15 +208,9 @@ def run_all(config_path: str | Path, out_dir: str | Path = "runs/comparisons", o
         if results.finished(run):
             log.info("%s: finished, skipped", run.id)
             continue
-        try:
-            train, evaluate = RUNNERS[run.kind].functions()
-        except NotImplementedError as exc:
-            log.warning("%s: pending: %s", run.id, exc)
-            results.put(_row(run, command, status="pending", reason=str(exc)))
-        else:
-            claim(run)
-            docs_dir = docs_dir or shared_docs(config, out_dir)
-            results.put(_row(run, command, **execute(run, train, evaluate, docs_dir)))
+        claim(run)
+        docs_dir = docs_dir or shared_docs(config, out_dir)
+        results.put(_row(run, command, **execute(run, docs_dir)))
         results.render(runs)  # after every row: a long comparison shows its progress
     results.render(runs)
     return [row for run in select(runs, only) if (row := results.get(run)) is not None]
@@ -256,8 +218,6 @@ def run_all(config_path: str | Path, out_dir: str | Path = "runs/comparisons", o
 
 def shared_docs(config: Comparisons, out_dir: Path) -> Path:
     """The converted documents every run reads: converted once per dataset and limits."""
-    from dore.pipeline import convert
-
     limits = config.data.model_dump()
     key = "-".join([config.dataset] + [f"{k.removeprefix('limit_')}{'all' if v is None else v}"
                                        for k, v in limits.items()])
@@ -265,11 +225,11 @@ def shared_docs(config: Comparisons, out_dir: Path) -> Path:
     docs = artifacts_dir(params) / "docs"
     if not (docs / "summary.json").exists():  # convert writes it last
         log.info("converting %s into %s", key, docs)
-        convert(params)
+        stages.convert(params)
     return docs
 
 
-def execute(run: Run, train: Callable[..., dict], evaluate: Callable[..., dict], docs_dir: Path) -> dict:
+def execute(run: Run, docs_dir: Path) -> dict:
     """Train (or resume, or reuse a finished training) and score test; the row's measured part.
     The run folder must be claimed first (`claim`)."""
     out = artifacts_dir(run.params)
@@ -284,10 +244,10 @@ def execute(run: Run, train: Callable[..., dict], evaluate: Callable[..., dict],
         resumed = (out / "train" / "checkpoints" / "latest").exists()
         log.info("%s: %s training (%d steps)", run.id, "resuming" if resumed else "starting",
                  run.params.train.max_steps)
-        summary = {**train(run.params, resume=True), "resumed": resumed}
+        summary = {**stages.train(run.params, method=run.kind, resume=True), "resumed": resumed}
         atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str))
     _check_plain_decoding(out / "model")
-    record = evaluate(run.params, "test")
+    record = stages.evaluate(run.params, "test", method=run.kind)
     counts = summary.get("counts") or {}
     best = summary.get("best_dev") or {}
     return {"status": "done", "f1": record["f1"], "ign_f1": record.get("ign_f1"), "p": record["p"], "r": record["r"],
@@ -320,8 +280,6 @@ def claim(run: Run) -> None:
 
 def _check_plain_decoding(model_dir: Path) -> None:
     """The selected model must decode with no tuned bias (a baseline saves no DORE model card)."""
-    from dore.predict import MODEL_CARD
-
     card_path = model_dir / MODEL_CARD
     if not card_path.exists():
         return
@@ -453,7 +411,7 @@ def _dev_curve(log_path: Path) -> list[list[float]]:
 
 def plot_dev_curves(points: Sequence[dict], path: Path) -> None:
     """A PNG of the curves, one line per run (matplotlib's object API: no global pyplot state)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # the `ops` extra; only the comparison's plot needs it
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 5), layout="constrained")
@@ -480,8 +438,6 @@ def _csv(rows: Sequence[dict], columns: list[str]) -> str:
 
 # --- command line ------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    from dore.env import set_offline_defaults
-
     set_offline_defaults()
     parser = argparse.ArgumentParser(description="Run the DORE comparisons (experiments/comparisons.yaml).")
     parser.add_argument("config", nargs="?", default="experiments/comparisons.yaml", type=Path)

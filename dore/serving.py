@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dore.data.bio import split_sentences, tokenize
 from dore.data.model import DataError, Document, Entity, Mention
-from dore.layout import IdLayout, LayoutError
-from dore.predict import PredictedRelation
+from dore.extract import PredictedRelation
+from dore.symbolic.layout import IdLayout, LayoutError
 
 MAX_DOCUMENT_BYTES = 1_000_000  # UTF-8 bytes of a document's text (or of its tokens joined by spaces)
 MAX_DOCUMENTS_PER_REQUEST = 16

@@ -1,8 +1,11 @@
-"""The five lifecycle stages as the DVC pipeline and the Prefect flow run them.
+"""The lifecycle stages, one function each: validate -> convert -> train -> evaluate -> package
+(plus `tune`, and SciREX's `coref` and `evaluate_with_coref`).
 
-Each stage is the one function of `dore.pipeline` (or `dore.package`), plus the small files the
-DVC pipeline declares: training curves and per-relation F1 as plot data, and a record of the
-packaged model. `dore stage <name>` (DVC) and the Prefect tasks call `STAGES[name](params)`.
+Every entry point runs these functions with a `PipelineParams`: the CLI (`dore validate|prepare|
+train|tune|evaluate|package|pipeline`), the DVC stages (`dore stage <name> --section <dataset>`,
+`STAGES`) and the Prefect tasks (flows/). Results are files under `<artifacts>/<dataset>/` and
+small JSON-able dicts (never pickles). Training and evaluation take a `method` (`dore.methods`):
+DORE, or a baseline through the same loop and the same metrics record.
 """
 
 from __future__ import annotations
@@ -11,51 +14,230 @@ import csv
 import io
 import json
 import shutil
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from dore import pipeline
-from dore.data.model import atomic_write_text
-from dore.pipeline import PipelineParams, artifacts_dir
+from dore import methods
+from dore.config import PipelineParams, artifacts_dir
+from dore.coref.compose import clusters_to_documents, score_relations
+from dore.coref.io import read_result
+from dore.coref.quality import coref_quality
+from dore.coref.run import run_coref
+from dore.data.datasets import SPLITS, data_root, get_setting
+from dore.data.docred import load_rel_info
+from dore.data.formats import read_any
+from dore.data.model import Document, atomic_write_text, read_jsonl, write_jsonl
+from dore.extract import MODEL_CARD, Extractor, training_data_hash
+from dore.model.backbone import initial_backbone
+from dore.scoring.docred import per_relation_f1
+from dore.scoring.score import docred_records, score
+from dore.symbolic.layout import IdLayout, default_layout
+from dore.symbolic.linearize import build_targets
+from dore.symbolic.sampling import SamplingConfig
+from dore.training.loop import TrainResult
+from dore.training.loop import train as train_loop
 
+# --- data ----------------------------------------------------------------------------------------
 
-validate = pipeline.validate  # these two write nothing beyond the pipeline's own files
-convert = pipeline.convert
+def validate(params: PipelineParams) -> dict:
+    """Read every split (structural errors raise DataError) and run the content expectations."""
+    from dore.validate import validate_or_raise  # great-expectations: the `ops` extra, slow to import
 
-
-def train(params: PipelineParams) -> dict:
-    """A fresh training run (DVC removes a stage's outputs before it runs; this does the same
-    for the flow, since the trainer appends to an existing log); then the plot data."""
-    shutil.rmtree(artifacts_dir(params) / "train", ignore_errors=True)
-    summary = pipeline.train(params, resume=False)
-    export_training_curves(params)
+    setting = get_setting(params.dataset)
+    out = artifacts_dir(params) / "validation"
+    docs, layout = _splits_and_layout(setting)
+    summary = {}
+    for split, split_docs in docs.items():
+        result = validate_or_raise(split_docs, layout, name=f"{params.dataset}-{split}", report_dir=out)
+        summary[split] = {"documents": len(split_docs), "success": result.success, "report": str(result.html_path)}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
-def evaluate(params: PipelineParams) -> dict:
-    """The test split's metrics; `per_relation.json` exists for every dataset (a plot of dvc.yaml)."""
-    record = pipeline.evaluate(params, "test")
-    if record["scorer"] != "docred_official":  # pipeline.evaluate writes DocRED's own table
-        rows = single_relation_rows(record, {r.label for d in pipeline.load_split(params, "test") for r in d.relations})
+def _splits_and_layout(setting) -> tuple[dict[str, list[Document]], IdLayout]:
+    """Every split's documents, and the layout sized from all of them (so test documents fit)."""
+    docs = setting.read_splits(SPLITS)
+    rel_info = load_rel_info(data_root() / "docred" / "rel_info.json") if setting.reader == "docred" else None
+    return docs, default_layout([d for split in SPLITS for d in docs[split]], setting.reader, rel_info)
+
+
+def convert(params: PipelineParams) -> dict:
+    """Splits -> `docs/{train,dev,test}.jsonl` (canonical documents) and `layout.json`.
+
+    The layout is sized from all splits so that evaluation documents fit the model.
+    """
+    setting = get_setting(params.dataset)
+    out = artifacts_dir(params) / "docs"
+    limits = {"train": params.limit_train, "dev": params.limit_dev, "test": params.limit_test}
+    docs, layout = _splits_and_layout(setting)
+    counts = {}
+    for split in SPLITS:
+        kept = docs[split][: limits[split]] if limits[split] else docs[split]
+        write_jsonl(out / f"{split}.jsonl", kept)
+        counts[split] = {"documents": len(kept), "relations": sum(len(d.unique_relations()) for d in kept)}
+    atomic_write_text(out / "layout.json", layout.to_json())
+    atomic_write_text(out / "summary.json", json.dumps({"split_note": setting.split_note, **counts}, indent=1))
+    return counts
+
+
+def convert_file(path: str | Path, out: str | Path, *, fmt: str | None = None, layout: IdLayout | None = None,
+            rel_info: dict[str, str] | None = None, sampling: SamplingConfig | None = None,
+            seed: int = 0, epoch: int = 0, progress=None) -> dict:
+    """Write `out` (canonical documents) and `out` with `.targets.jsonl` (positive targets).
+
+    Returns a summary of counts: the reader's report plus target statistics.
+    """
+    docs, report, fmt = read_any(path, fmt)
+    layout = layout or default_layout(docs, fmt, rel_info)
+    out = Path(out)
+    write_jsonl(out, docs)
+    lines, lost, lengths, n_positive = [], Counter(), [], 0
+    for doc in (progress(docs) if progress else docs):
+        t = build_targets(doc, layout, sampling, seed=seed, epoch=epoch)
+        lost.update(t.lost)
+        n_positive += len(t.positives)
+        lengths.append(len(t.sequence()))
+        lines.append(json.dumps({"doc_id": doc.doc_id, "sequence": t.render(t.sequence()),
+                                 "rows": {layout.code_name(h): t.render(r) for h, r in t.rows().items()}},
+                                sort_keys=True, ensure_ascii=False) + "\n")
+    targets_path = out.with_name(out.name.removesuffix(".jsonl") + ".targets.jsonl")
+    atomic_write_text(targets_path, "".join(lines))
+    atomic_write_text(out.with_name(out.name.removesuffix(".jsonl") + ".layout.json"), layout.to_json())
+    return {
+        "file": str(path), "format": fmt, "layout": layout.name, "documents": report.documents,
+        "entities": report.entities, "mentions": report.mentions, "relations": report.relations,
+        "unique_relations": sum(len(d.unique_relations()) for d in docs),
+        "positive_tuples": n_positive,
+        "mean_target_length": round(sum(lengths) / max(len(lengths), 1), 1),
+        "max_target_length": max(lengths, default=0),
+        "lost_positives": dict(lost), "quirks": dict(report.quirks), "counts": dict(report.counts),
+        "outputs": [str(out), str(targets_path)],
+    }
+
+
+def load_split(params: PipelineParams, split: str) -> list[Document]:
+    return list(read_jsonl(artifacts_dir(params) / "docs" / f"{split}.jsonl"))
+
+
+def load_layout(params: PipelineParams) -> IdLayout:
+    return IdLayout.from_dict(json.loads((artifacts_dir(params) / "docs" / "layout.json").read_text()))
+
+
+# --- training ------------------------------------------------------------------------------------
+
+def training_summary(result: TrainResult) -> dict:
+    """What `train` returns (and writes to `train/summary.json`) about a `TrainResult`."""
+    return {"steps": result.steps, "epochs": result.epochs_done, "seconds": round(result.seconds, 1),
+            "best_dev": result.best_dev, "counts": result.counts}
+
+
+def scalars(metrics: dict) -> dict:
+    """The numbers of a metrics dict (no nested tables, no flags)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, fresh: bool = False) -> dict:
+    """Train `method` on `train`, select on `dev` (never test); the selected model goes to `model/`.
+    `fresh`: start over (DVC removes a stage's outputs before it runs; the flow does the same).
+    DORE then chooses its NA bias on dev (`tune_na_biases`)."""
+    out = artifacts_dir(params)
+    if fresh:
+        shutil.rmtree(out / "train", ignore_errors=True)
+    cfg = params.train
+    layout = load_layout(params)
+    train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
+    trainer = methods.get(method).Method(cfg, initial_backbone(cfg, layout), layout)
+    card = {"preset": cfg.model_dump(), "training_data_sha256": training_data_hash(train_docs),
+            "split_note": get_setting(params.dataset).split_note}
+
+    def evaluate_dev(model, at) -> dict:
+        return scalars(score(trainer.predict(dev_docs), dev_docs, train_docs=train_docs))
+
+    def on_best(model, metrics: dict) -> None:
+        trainer.save(out / "model", **card, dev_metrics=metrics)
+
+    result = train_loop(cfg, trainer, train_docs, out / "train", evaluate_dev=evaluate_dev, on_best=on_best,
+                        resume=resume and not fresh)
+    summary = {**training_summary(result), **trainer.summary()}
+    if method == "dore" and result.best_dev is not None and len(params.tune_na_biases) > 1:
+        tuned = tune_decoding(params, na_biases=params.tune_na_biases)
+        summary["decoding_tuned_on_dev"] = {**tuned["chosen"], "dev_f1": tuned["dev_f1"]}
+    atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
+    if fresh:
+        export_training_curves(params)
+    return summary
+
+
+def tune_decoding(params: PipelineParams, na_biases: Sequence[float] = (0.0, -1.0, -2.0, -3.0, -4.0),
+                  eos_biases: Sequence[float] = (0.0,)) -> dict:
+    """Choose the NA and EOS logit biases on dev (never test) and store them in the model card.
+
+    The generative counterpart of ATLOP's adaptive threshold: a model that learned "no relation"
+    too well is pushed toward answering. Greedy decoding, the selection metric is dev F1.
+    """
+    out = artifacts_dir(params)
+    extractor = Extractor.from_pretrained(out / "model")
+    dev_docs, train_docs = load_split(params, "dev"), load_split(params, "train")
+    sweep = []
+    for na in na_biases:
+        for eos in eos_biases:
+            decoding = extractor.decoding.model_copy(update={"na_bias": na, "eos_bias": eos, "num_beams": 1})
+            metrics = scalars(score(extractor.predictions(dev_docs, decoding), dev_docs, train_docs=train_docs))
+            sweep.append({"na_bias": na, "eos_bias": eos, **metrics})
+    best = max(sweep, key=lambda r: (r["f1"], -abs(r["na_bias"]) - abs(r["eos_bias"])))
+    card = {**extractor.card, "decoding": {**extractor.decoding.model_dump(), "na_bias": best["na_bias"],
+                                           "eos_bias": best["eos_bias"]}, "decoding_tuned_on": "dev"}
+    atomic_write_text(out / "model" / MODEL_CARD, json.dumps(card, indent=1, default=str))
+    atomic_write_text(out / "train" / "decoding_sweep.json", json.dumps(sweep, indent=1))
+    return {"chosen": {"na_bias": best["na_bias"], "eos_bias": best["eos_bias"]}, "dev_f1": best["f1"], "sweep": sweep}
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+def evaluate(params: PipelineParams, split: str = "test", *, method: str = "dore") -> dict:
+    """Score the selected model on `split`: `metrics.json` (DVC metrics) and per-relation F1.
+    Every method reports through `write_evaluation`, so their records compare."""
+    predictor = methods.get(method).load(artifacts_dir(params) / "model")
+    docs = load_split(params, split)
+    started = time.perf_counter()
+    predictions, decoder_steps, extra = predictor.predict_split(docs, params.num_beams)
+    record = write_evaluation(params, split, docs, predictions, seconds=time.perf_counter() - started,
+                              decoder_steps=decoder_steps, **extra,
+                              dev_selected=predictor.card.get("dev_metrics"))
+    if record["scorer"] != "docred_official":  # write_evaluation writes DocRED's own table
+        rows = single_relation_rows(record, {r.label for d in docs for r in d.relations})
         atomic_write_text(artifacts_dir(params) / "per_relation.json", json.dumps(rows, indent=1))
     return record
 
 
-def package(params: PipelineParams) -> dict:
-    """Put the selected model into the BentoML store; `package.json` records where it went."""
-    import bentoml
-
-    from dore.package import package as package_model
-
-    model_dir = artifacts_dir(params) / "model"
-    tag = package_model(model_dir, f"dore-{params.dataset}")
-    record = {"tag": tag, "bento_path": str(bentoml.models.get(tag).path), "model_dir": str(model_dir.resolve())}
-    atomic_write_text(artifacts_dir(params) / "package.json", json.dumps(record, indent=1))
+def write_evaluation(params: PipelineParams, split: str, docs, predictions: dict, *, seconds: float,
+                     decoder_steps: int, **extra) -> dict:
+    """Score `predictions` of `split` (decoded in `seconds`, `decoder_steps` in all) and write the
+    record to `metrics.json`, with per-relation F1 for the DocRED scorer; `extra` joins the record."""
+    out = artifacts_dir(params)
+    metrics = score(predictions, docs, train_docs=load_split(params, "train"))
+    record = {"dataset": params.dataset, "split": split, "setting": get_setting(params.dataset).split_note,
+              "scorer": metrics["scorer"], **scalars(metrics), "documents": len(docs),
+              "decode_seconds": round(seconds, 2), "docs_per_second": round(len(docs) / max(seconds, 1e-9), 3),
+              "decoder_steps_per_doc": round(decoder_steps / max(len(docs), 1), 2), **extra}
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=1, default=str))
+    if metrics["scorer"] == "docred_official":
+        per_rel = per_relation_f1(docred_records(predictions), docs)
+        rows = [{"relation": r, **v} for r, v in sorted(per_rel.items())]
+        atomic_write_text(out / "per_relation.json", json.dumps(rows, indent=1))
     return record
 
 
-STAGES: dict[str, Callable[[PipelineParams], dict]] = {
-    "validate": validate, "convert": convert, "train": train, "evaluate": evaluate, "package": package,
-}
+def single_relation_rows(record: dict, labels: set[str]) -> list[dict]:
+    """Per-relation rows (the shape of DocRED's table) for datasets scored as one relation:
+    CDR / GDA (their one label), SciREX (binary and 4-ary tuples)."""
+    if record["scorer"] == "scirex_official":
+        return [{"relation": "binary", "p": record["p"], "r": record["r"], "f1": record["f1"]},
+                {"relation": "4-ary", "f1": record["f1_4ary"]}]
+    return [{"relation": "/".join(sorted(labels)) or record["dataset"], "p": record["p"], "r": record["r"],
+             "f1": record["f1"]}]
 
 
 def export_training_curves(params: PipelineParams) -> None:
@@ -70,16 +252,6 @@ def export_training_curves(params: PipelineParams) -> None:
     atomic_write_text(out / "plots" / "dev_f1.csv", _csv(dev, ["epoch", "step", "dev_f1"]))
 
 
-def single_relation_rows(record: dict, labels: set[str]) -> list[dict]:
-    """Per-relation rows (the shape of DocRED's table) for datasets scored as one relation:
-    CDR / GDA (their one label), SciREX (binary and 4-ary tuples)."""
-    if record["scorer"] == "scirex_official":
-        return [{"relation": "binary", "p": record["p"], "r": record["r"], "f1": record["f1"]},
-                {"relation": "4-ary", "f1": record["f1_4ary"]}]
-    return [{"relation": "/".join(sorted(labels)) or record["dataset"], "p": record["p"], "r": record["r"],
-             "f1": record["f1"]}]
-
-
 def _csv(rows: list[dict], first: list[str]) -> str:
     """CSV with the `first` columns leading (present even without rows), then any others."""
     columns = first + sorted({k for r in rows for k in r} - set(first))
@@ -88,3 +260,87 @@ def _csv(rows: list[dict], first: list[str]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+# --- packaging -----------------------------------------------------------------------------------
+
+def package_model(model_dir: str | Path, name: str) -> str:
+    """Copy a saved DORE model directory into a new BentoML model version; returns its tag."""
+    import bentoml  # the `ops` extra: only packaging and serving need it
+
+    model_dir = Path(model_dir)
+    card = json.loads((model_dir / MODEL_CARD).read_text())
+    metadata = {k: card[k] for k in ("family", "training_data_sha256", "split_note") if k in card}
+    metadata["dev_metrics"] = scalars(card.get("dev_metrics") or {})
+    with bentoml.models.create(name=name, labels={"framework": "dore"}, metadata=metadata) as bento_model:
+        shutil.copytree(model_dir, bento_model.path, dirs_exist_ok=True)
+    return str(bento_model.tag)
+
+
+def package(params: PipelineParams) -> dict:
+    """Put the selected model into the BentoML store; `package.json` records where it went."""
+    import bentoml  # the `ops` extra
+
+    model_dir = artifacts_dir(params) / "model"
+    tag = package_model(model_dir, f"dore-{params.dataset}")
+    record = {"tag": tag, "bento_path": str(bentoml.models.get(tag).path), "model_dir": str(model_dir.resolve())}
+    atomic_write_text(artifacts_dir(params) / "package.json", json.dumps(record, indent=1))
+    return record
+
+
+# --- SciREX with a coreference component (gold_input / pred_coref_gold_mentions / end_to_end) -----
+
+def coref(params: PipelineParams, backend: str, split: str = "test", import_path: str | None = None) -> dict:
+    """Cluster the split's documents with a coreference backend (dore.coref) into
+    `coref/<backend>.jsonl` (cached and versioned by DVC), with the backend's coreference quality
+    against the gold salient clusters in `coref_<backend>.json`."""
+    setting = get_setting(params.dataset)
+    if setting.reader != "scirex":
+        raise ValueError(f"coreference backends serve SciREX only, not {params.dataset!r}")
+    if split in setting.carve:
+        raise ValueError(f"split {split!r} is carved out of a file; run coreference on 'test' (official SciREX dev)")
+    out = artifacts_dir(params) / "coref"
+    summary = run_coref(backend, data_root() / setting.files[split], out / f"{backend}.jsonl", import_path)
+    summary = {**summary, "split": split, "output": str(out / f"{backend}.jsonl")}
+    atomic_write_text(artifacts_dir(params) / f"coref_{backend}.json", json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def evaluate_with_coref(params: PipelineParams, backend: str) -> dict:
+    """The selected model on the test split with entities from a coreference result: clusters ->
+    DORE entities (first mention order, typed by majority vote, the largest kept per type block)
+    -> generation -> relations over clusters -> official SciREX scores (cluster mapping) and the
+    micro variant, plus the backend's coreference quality. Writes `metrics_<backend>.json`."""
+    out = artifacts_dir(params)
+    extractor = Extractor.from_pretrained(out / "model")
+    gold = load_split(params, "test")
+    result = read_result(out / "coref" / f"{backend}.jsonl")
+    blocks = {b.type: b.size for b in extractor.layout.blocks if b.type is not None}
+    pred_docs = clusters_to_documents(gold, result, max_per_type=blocks or None)
+    started = time.perf_counter()
+    predictions = extractor.predictions(pred_docs)
+    seconds = time.perf_counter() - started
+    scores = score_relations(gold, pred_docs, predictions)
+    quality = coref_quality(gold, result)
+    record = {"dataset": params.dataset, "split": "test", "setting": scores["setting"], "backend": backend,
+              "split_note": get_setting(params.dataset).split_note,
+              "scirex_official": scores["scirex_official"], "dore_micro": scores["dore_micro"],
+              "dropped_pairs": scores["dropped_pairs"], "documents": len(gold),
+              "coref_quality": {k: quality[k]["f1"] for k in ("muc", "b3", "ceafe")} | {"avg_f1": quality["avg_f1"]},
+              "clusters_dropped_by_layout": sum(d.meta["coref"]["dropped_clusters"] for d in pred_docs),
+              "decode_seconds": round(seconds, 2)}
+    atomic_write_text(out / f"metrics_{backend}.json", json.dumps(record, indent=1, default=str))
+    return record
+
+
+# --- what `dore stage <name>` (DVC) and the Prefect tasks run --------------------------------------
+
+def train_stage(params: PipelineParams) -> dict:
+    """A fresh training run and its plot data."""
+    return train(params, fresh=True)
+
+
+STAGES: dict[str, Callable[[PipelineParams], dict]] = {
+    "validate": validate, "convert": convert, "train": train_stage, "evaluate": evaluate, "package": package,
+}
+PIPELINE_ORDER = ("validate", "convert", "train", "evaluate", "package")

@@ -29,8 +29,9 @@ from great_expectations.core import ExpectationValidationResult
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from pydantic import BaseModel, computed_field
 
+from dore.data.formats import read_any
 from dore.data.model import Document, Mention, atomic_write_text
-from dore.layout import IdLayout
+from dore.symbolic.layout import IdLayout, default_layout
 
 N_EXAMPLES = 5
 COLUMNS = {"documents": ("doc_index", "doc_id", "n_tokens", "n_entities", "n_relations", "title"),
@@ -314,8 +315,6 @@ def validate_file(path: str | Path, fmt: str | None = None, layout: IdLayout | N
     Without `layout`, the format's default layout is built from the documents themselves; give
     DocRED files their `rel_info` then, or every label read counts as known.
     """
-    from dore.convert import default_layout, read_any
-
     docs, _, fmt = read_any(path, fmt)
     layout = layout or default_layout(docs, fmt, rel_info)
     return validate_documents(docs, layout, name=Path(path).name, report_dir=report_dir)

@@ -20,8 +20,8 @@ set_offline_defaults()  # before Prefect reads its settings
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 
-from dore import pipeline, stages  # noqa: E402
-from dore.pipeline import PipelineParams, artifacts_dir  # noqa: E402
+from dore import stages  # noqa: E402
+from dore.config import PipelineParams, artifacts_dir  # noqa: E402
 from dore.presets import resolve  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def convert(params: PipelineParams) -> dict:
 @task(name="train", **JSON_RESULTS)
 def train(params: PipelineParams) -> dict:
     """Fine-tune, select on dev; the selected model goes to `model/`."""
-    return stages.train(params)
+    return stages.train_stage(params)
 
 
 @task(name="evaluate", **JSON_RESULTS)
@@ -73,13 +73,13 @@ def package(params: PipelineParams) -> dict:
 @task(name="coref", **IO_RETRIES, **JSON_RESULTS)
 def coref(params: PipelineParams, backend: str) -> dict:
     """SciREX: cluster the test split's mentions with a coreference backend (dore.coref)."""
-    return pipeline.coref(params, backend)
+    return stages.coref(params, backend)
 
 
 @task(name="evaluate-coref", **JSON_RESULTS)
 def evaluate_coref(params: PipelineParams, backend: str) -> dict:
     """SciREX: the model over the backend's clusters, official scores labelled by setting."""
-    return pipeline.evaluate_with_coref(params, backend)
+    return stages.evaluate_with_coref(params, backend)
 
 
 def metric_rows(record: dict) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 import dore
-from dore.coref.importers import FastCorefLog, FastcorefJsonl
+from dore.coref.importers import FastcorefJsonl, FastCorefLog
 from dore.coref.result import CorefDoc, CorefResult, Setting, canonical_clusters
 from dore.coref.string_match import StringMatch
 from dore.data.model import DataError, Document

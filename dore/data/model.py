@@ -12,6 +12,7 @@ never stored, so it cannot drift out of sync with the entities.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -187,8 +188,6 @@ def write_jsonl(path: str | os.PathLike, docs: Iterable[Document]) -> Path:
 def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSON-lines file (gzip if `.gz`); a line
     that is not a JSON object raises DataError naming the file and line."""
-    import gzip
-
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as fh:

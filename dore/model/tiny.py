@@ -28,9 +28,19 @@ from typing import Literal
 
 import tokenizers
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import (AutoTokenizer, BartConfig, BartForConditionalGeneration, BartTokenizer, LEDConfig,
-                          LEDForConditionalGeneration, PreTrainedModel, PreTrainedTokenizerBase, T5Config,
-                          T5ForConditionalGeneration, T5Tokenizer)
+from transformers import (
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+    BartTokenizer,
+    LEDConfig,
+    LEDForConditionalGeneration,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
+    T5Tokenizer,
+)
 
 from dore.data.model import DataError
 

@@ -8,10 +8,10 @@ from safetensors.torch import load_file
 
 from dore.data.docred import load_rel_info, read_docred
 from dore.data.model import DataError
-from dore.layout import cdr_layout, docred_layout
 from dore.model.backbone import embedding_matrices, load_backbone, load_trained, minilm_path
-from dore.model.inputs import is_byte_level, encode_document
+from dore.model.inputs import encode_document, is_byte_level
 from dore.model.tiny import docred_corpus, train_tokenizer
+from dore.symbolic.layout import cdr_layout, docred_layout
 
 SPECS = ["tiny-t5", "tiny-bart", "tiny-led", "minilm"]
 

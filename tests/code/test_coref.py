@@ -12,8 +12,8 @@ import pytest
 from dore.coref import (
     CorefDoc,
     CorefResult,
-    FastCorefLog,
     FastcorefJsonl,
+    FastCorefLog,
     StringMatch,
     StringMatchConfig,
     char_spans_to_words,

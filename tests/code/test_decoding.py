@@ -5,15 +5,30 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, BertLMHeadModel, BertModel,
-                          EncoderDecoderModel, LEDConfig, LEDForConditionalGeneration, LogitsProcessor,
-                          PrefixConstrainedLogitsProcessor, PreTrainedModel, RobertaConfig, RobertaForCausalLM,
-                          RobertaModel, T5Config, T5ForConditionalGeneration)
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    BertConfig,
+    BertLMHeadModel,
+    BertModel,
+    EncoderDecoderModel,
+    LEDConfig,
+    LEDForConditionalGeneration,
+    LogitsProcessor,
+    PrefixConstrainedLogitsProcessor,
+    PreTrainedModel,
+    RobertaConfig,
+    RobertaForCausalLM,
+    RobertaModel,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 from transformers.models.bert.modeling_bert import BertCrossAttention
 
-from dore.layout import EntityBlock, IdLayout, cdr_layout, scirex_layout
-from dore.model.decoding import (Decoded, Rules, SymbolConstraint, allowed_tokens_fn, generate_rows, generate_sequence,
-                                 random_walk, slot_mask, time_constraint_step)
+from dore.decoding.constraint import Rules, SymbolConstraint, random_walk, slot_mask
+from dore.decoding.generate import Decoded, generate_rows, generate_sequence
+from dore.decoding.reference import allowed_tokens_fn, time_constraint_step
+from dore.symbolic.layout import EntityBlock, IdLayout, cdr_layout, scirex_layout
 
 VOCAB = 300
 TOY = IdLayout("toy", (EntityBlock(None, 6),), ("P1", "P2", "P3"), ("one", "two", "three"))
@@ -408,7 +423,7 @@ def test_rows_read_their_documents_cross_attention_once():
     """BERT-style decoders (the embedded default) group each document's rows as queries of one
     cross-attention over its keys/values; documents with unequal row counts and padding decode as
     `generate` does. Sharp attention, so that a row given another row's context would show."""
-    from dore.model.decoding import grouped_cross_attention
+    from dore.decoding.head import grouped_cross_attention
 
     family = tiny_bert2bert()
     with torch.no_grad():

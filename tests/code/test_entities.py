@@ -4,8 +4,11 @@ decoding and teacher-forced training read the table the same way, for every back
 import pytest
 import torch
 
+from dore.decoding.constraint import SymbolConstraint, slot_mask
+from dore.decoding.generate import generate_rows, generate_sequence
+from dore.decoding.head import SymbolHead
 from dore.model import entities
-from dore.model.decoding import SymbolConstraint, SymbolHead, generate_rows, generate_sequence, slot_mask
+from dore.model.inputs import encode
 from tests.code.test_decoding import CDR, FAMILIES, documents
 
 LAYOUT, DOC_SLOTS, HEADS = CDR, [[0, 1, 3, 4, 5], [1, 2, 3]], [[0, 1], [1, 2]]
@@ -78,7 +81,7 @@ def test_greedy_decoding_and_teacher_forcing_read_the_table_alike(name):
                               for p, r in zip(prefix, rows)])
     head = SymbolHead(family.model, code_to_id)
     with torch.no_grad():
-        hidden = family.model.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        hidden = encode(family.model, input_ids, mask)  # as decoding encodes (LED: global attention)
         logits = head.forward(hidden, mask, sequences[:, :-1], torch.ones_like(sequences[:, :-1]), row_doc=row_doc,
                               source_ids=input_ids)
     constraint = SymbolConstraint(LAYOUT, ids, slot_mask(LAYOUT, DOC_SLOTS)[row_doc], mode="rows",

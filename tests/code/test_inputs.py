@@ -4,10 +4,10 @@ import pytest
 
 from dore.data.docred import load_rel_info, read_docred
 from dore.data.model import Document, Entity, Mention
-from dore.layout import docred_layout
 from dore.model.backbone import load_backbone
-from dore.model.inputs import is_byte_level, encode_document, special_frame, word_pieces
+from dore.model.inputs import encode_document, is_byte_level, special_frame, word_pieces
 from dore.model.tiny import docred_corpus
+from dore.symbolic.layout import docred_layout
 
 SPECS = ["tiny-t5", "tiny-bart", "tiny-led", "minilm"]
 N_DOCS = 100
@@ -205,9 +205,9 @@ def test_minilm_reads_a_scirex_mention_past_position_512(shared_data):
     changes what the decoder sees."""
     import torch
 
-    from dore.convert import default_layout
     from dore.data.scirex import read_scirex
     from dore.model.inputs import encode_chunks
+    from dore.symbolic.layout import default_layout
 
     doc = read_scirex(shared_data / "scirex" / "dev.jsonl")[0][0]
     layout = default_layout([doc], "scirex", None)

@@ -4,9 +4,8 @@ from collections import Counter
 
 import pytest
 
-from dore.baselines.lexical import (REL, TAIL, TRIPLET, lexical_target, lexical_triplets, normalize,
-                                    parse_lexical)
 from dore.data.model import DataError, Document, Entity, Mention, Relation
+from dore.methods.lexical import REL, TAIL, TRIPLET, lexical_target, lexical_triplets, normalize, parse_lexical
 
 NAMES = {"P17": "country", "P19": "place of birth", "P463": "member of", "P551": "residence",
          "P740": "location of formation"}

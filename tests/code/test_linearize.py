@@ -1,9 +1,9 @@
 import pytest
 
-from dore.layout import EntityBlock, IdLayout, LayoutError, cdr_layout, docred_layout, scirex_layout
-from dore.linearize import build_targets
-from dore.parse import parse_codes, parse_rows, tuples_to_relations
-from dore.sampling import SamplingConfig
+from dore.symbolic.layout import EntityBlock, IdLayout, LayoutError, cdr_layout, docred_layout, scirex_layout
+from dore.symbolic.linearize import build_targets
+from dore.symbolic.parse import parse_codes, parse_rows, tuples_to_relations
+from dore.symbolic.sampling import SamplingConfig
 from tests.code.docs import make_doc
 
 REL = {"P1": "one", "P2": "two", "P3": "three"}

@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from dore.layout import docred_layout
-from dore.parse import parse_codes, parse_rows
+from dore.symbolic.layout import docred_layout
+from dore.symbolic.parse import parse_codes, parse_rows
 
 LAY = docred_layout({"P1": "a", "P2": "b"}, n_slots=10)  # relations 10, 11; NA 12; EOS 13
 R1, R2, NA, EOS = 10, 11, 12, 13

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dore.layout import docred_layout
-from dore.linearize import build_targets
-from dore.sampling import SamplingConfig
+from dore.symbolic.layout import docred_layout
+from dore.symbolic.linearize import build_targets
+from dore.symbolic.sampling import SamplingConfig
 from tests.code.docs import make_doc
 
 LAY = docred_layout({"P1": "a", "P2": "b", "P3": "c"}, n_slots=30)
@@ -83,7 +83,7 @@ def test_dynamic_sampling_on_nary_cells_uses_the_window():
     """Asymmetric patterns have no meaning for 4-ary cells: dynamic falls back to the diagonal window."""
     import random
 
-    from dore.sampling import SamplingConfig, sample_negatives
+    from dore.symbolic.sampling import SamplingConfig, sample_negatives
 
     cells = [(a, b, c, d) for a in range(2) for b in range(2, 4) for c in range(4, 6) for d in range(6, 8)]
     rank = {s: s % 2 for s in range(8)}

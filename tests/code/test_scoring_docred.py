@@ -22,6 +22,7 @@ from dore.scoring.docred import (
     train_facts,
 )
 
+
 def approx(expected):
     return pytest.approx(expected, rel=1e-12, abs=1e-12)
 

@@ -50,7 +50,7 @@ def test_official_result_json_round_trip(shared_data, tmp_path):
 
 
 def test_carved_splits_read_their_source_file_once(shared_data, monkeypatch):
-    from dore.datasets import get_setting
+    from dore.data.datasets import get_setting
 
     setting = get_setting("docred")
     calls = []

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dore.data.docred import (DocredPrediction, load_rel_info, read_docred, read_docred_result,
-                              write_docred_result)
+from dore.data.docred import DocredPrediction, load_rel_info, read_docred, read_docred_result, write_docred_result
 from dore.data.model import DataError, Document
 
 FILES = {"redocred_dev": "redocred/dev_revised.json", "redocred_test": "redocred/test_revised.json",

@@ -7,12 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from dore.convert import default_layout, read_any
 from dore.data.docred import load_rel_info
+from dore.data.formats import read_any
 from dore.data.model import DataError, Document, Entity, Mention
-from dore.layout import LayoutError
-from dore.validate import (STRICT_TEXT, Check, ValidationFailed, ValidationResult, flatten, validate_documents,
-                           validate_file, validate_or_raise)
+from dore.symbolic.layout import LayoutError, default_layout
+from dore.validate import (
+    STRICT_TEXT,
+    Check,
+    ValidationFailed,
+    ValidationResult,
+    flatten,
+    validate_documents,
+    validate_file,
+    validate_or_raise,
+)
 
 FILES = {"redocred": "redocred/test_revised.json", "cdr": "cdr/processed/test_filter.data",
          "gda": "gda/processed/test.data", "scirex": "scirex/dev.jsonl"}

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from dore.data_import import FILES, MirrorMissingError, import_data
-from dore.datasets import SETTINGS
+from dore.data.datasets import SETTINGS
+from dore.data.importing import FILES, MirrorMissingError, import_data
 from dore.presets import load_section, resolve
 from dore.stages import STAGES
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from dore.baselines import classifier as classifier_baseline
-from dore.baselines import lexical as lexical_baseline
-from dore.pipeline import PipelineParams, artifacts_dir, convert, load_split
-from dore.pipeline import train as dore_train
-from dore.predict import Extractor
+from dore import stages
+from dore.config import PipelineParams, artifacts_dir
+from dore.extract import Extractor
+from dore.methods import classifier as classifier_baseline
+from dore.methods import lexical as lexical_baseline
+from dore.stages import convert, load_split
 
 DATA = Path(os.environ.get("DORE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
@@ -104,7 +105,7 @@ def dore_rows(workdir: str | Path, **train) -> dict:
     with environment(workdir):
         p = params(workdir, **train)
         convert(p)
-        dore_train(p, resume=False)
+        stages.train(p, resume=False)
         return {**_training(p), "predictions": {"test": dore_predictions(model_dir(workdir), load_split(p, "test"))}}
 
 
@@ -114,7 +115,7 @@ def lexical(workdir: str | Path, **train) -> dict:
     with environment(workdir):
         p = params(workdir, **train)
         convert(p)
-        lexical_baseline.train(p, resume=False)
+        stages.train(p, method="lexical", resume=False)
         backbone, layout, card = lexical_baseline.load_lexical(model_dir(workdir))
         docs = load_split(p, "test")
         predictions, counts = lexical_baseline.predict_lexical(backbone, layout, docs, **card["decoding"])
@@ -128,7 +129,7 @@ def classifier(workdir: str | Path, **train) -> dict:
     with environment(workdir):
         p = params(workdir, **train)
         convert(p)
-        classifier_baseline.train(p, resume=False)
+        stages.train(p, method="classifier", resume=False)
         model = classifier_baseline.RelationClassifier.from_pretrained(model_dir(workdir))
         return {**_training(p), "predictions": {"test": _relations(model.predict(load_split(p, "test")))}}
 

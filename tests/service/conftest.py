@@ -9,7 +9,7 @@ import pytest
 
 from dore.data.docred import load_rel_info, read_docred
 from dore.data.model import Document
-from dore.layout import docred_layout
+from dore.symbolic.layout import docred_layout
 
 MODEL_NAME = "dore-docred"  # the tag service.py serves by default
 N_SLOTS = 30  # the first ten Re-DocRED test documents have at most 27 entities
@@ -32,9 +32,9 @@ def bento_store(tmp_path_factory, shared_data) -> Store:
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.models import ModelStore
 
+    from dore.extract import Extractor
     from dore.model.backbone import load_backbone
-    from dore.package import package
-    from dore.predict import Extractor
+    from dore.stages import package_model as package
 
     home = tmp_path_factory.mktemp("bentoml")
     layout = docred_layout(load_rel_info(shared_data / "docred" / "rel_info.json"), n_slots=N_SLOTS)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dore.predict import Extractor
+from dore.extract import Extractor
 from tests.service.conftest import N_SLOTS, token_request
 
 pytestmark = pytest.mark.slow

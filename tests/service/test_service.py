@@ -9,7 +9,7 @@ import importlib
 import pytest
 from starlette.testclient import TestClient
 
-from dore.predict import Extractor
+from dore.extract import Extractor
 from dore.serving import MAX_DOCUMENT_BYTES, DocumentIn, to_document
 from tests.service.conftest import N_SLOTS, relation_keys, token_request
 

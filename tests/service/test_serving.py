@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from dore.layout import cdr_layout, docred_layout
 from dore.serving import MAX_DOCUMENT_BYTES, DocumentIn, RequestError, find_name, refusal, to_document
+from dore.symbolic.layout import cdr_layout, docred_layout
 
 LAYOUT = docred_layout({"P17": "country", "P131": "located in"}, n_slots=3)
 TEXT = "Barack Obama was born in Honolulu . Obama , not Obamacare , visited honolulu and Hawaii ."

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from dore.data.model import Document
-from dore.layout import IdLayout, SlotAssignment
-from dore.sampling import SamplingConfig, derived_seed, sample_negatives
+from dore.symbolic.layout import IdLayout, SlotAssignment
+from dore.symbolic.sampling import SamplingConfig, derived_seed, sample_negatives
 
 Tuple_ = tuple[int, ...]
 

@@ -1,6 +1,6 @@
 """`dore data import`: copy the raw benchmark files from a local mirror into `data/`, tracked by DVC.
 
-The files are the ones the benchmark settings read (`dore.datasets.SETTINGS`) plus the raw
+The files are the ones the benchmark settings read (`dore.data.datasets.SETTINGS`) plus the raw
 formats, licences and the unlabelled DocRED test set; `data/coref/` receives imported
 coreference outputs. After copying, `dvc add data` records the folder in `data.dvc`
 (`dvc push` then stores it on the default remote).
@@ -111,7 +111,7 @@ def _import_coref(source: Path, dest: Path) -> None:
 
 def _dvc_add(dest: Path) -> Path:
     """`dvc add dest` in the DVC repository that contains it; returns the `.dvc` file."""
-    from dvc.repo import Repo
+    from dvc.repo import Repo  # the `ops` extra: only tracking the data needs DVC
 
     with Repo(str(_dvc_root(dest.resolve()))) as repo:
         repo.add(str(dest.resolve()))
@@ -144,5 +144,5 @@ def _missing_message(source: Path, missing: list[str]) -> str:
     sources = "\n".join(f"  {part}: {url}" for part, url in OFFICIAL_SOURCES.items())
     return (f"no complete data mirror at {source.resolve()}: {len(missing)} of {len(FILES)} files missing "
             f"(first: {', '.join(missing[:3])}). Nothing is downloaded here: with network access, fetch the "
-            f"official releases into a folder with this layout (`dore.data_import.FILES`) and pass it with "
+            f"official releases into a folder with this layout (`dore.data.importing.FILES`) and pass it with "
             f"--source:\n{sources}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from dore.layout import IdLayout
+from dore.symbolic.layout import IdLayout
 
 Tuple_ = tuple[int, ...]
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from dore.data.model import Document
+from dore.scoring.bio import candidate_f1
+from dore.scoring.docred import docred_score, redocred_breakdown, train_facts
+from dore.scoring.scirex import scirex_official
 
 Predictions = Mapping[str, Iterable[tuple[tuple[int, ...], str]]]
 SCIREX_SLOTS = ("Task", "Method", "Material", "Metric")
@@ -48,8 +51,6 @@ def score(predictions: Predictions, gold: Sequence[Document], *, train_docs: Seq
     result.json records (with evidence) instead of `predictions`."""
     kind = kind or dataset_kind(gold)
     if kind == "docred":
-        from dore.scoring.docred import docred_score, redocred_breakdown, train_facts
-
         records = docred_results if docred_results is not None else docred_records(predictions)
         facts = train_facts(train_docs) if train_docs is not None else None
         main = docred_score(records, gold, train_facts_annotated=facts)
@@ -57,15 +58,11 @@ def score(predictions: Predictions, gold: Sequence[Document], *, train_docs: Seq
                 "r": main["re_r"], "evi_f1": main["evi_f1"], "official": main,
                 "breakdown": redocred_breakdown(records, gold)}
     if kind == "bio":
-        from dore.scoring.bio import candidate_f1
-
         label = next((r.label for d in gold for r in d.relations), "CID")
         pairs = {doc_id: [args for args, lab in rels if lab == label] for doc_id, rels in predictions.items()}
         main = candidate_f1(pairs, gold, label)
         return {"scorer": main["scorer"], "f1": main["f1"], "p": main["p"], "r": main["r"], "official": main}
     if kind == "scirex":
-        from dore.scoring.scirex import scirex_official
-
         by_id = {d.doc_id: d for d in gold}
         slot_dicts = {doc_id: [_slot_dict(by_id[doc_id], args) for args, _ in rels]
                       for doc_id, rels in predictions.items() if doc_id in by_id}

@@ -24,11 +24,11 @@ per document, one sequence of triplets
 lower case, no accents, punctuation, articles or spaces) and counts every string it cannot map;
 `generate_lexical` is plain (unconstrained) beam or greedy search from one encoding per document.
 
-`train(params, *, resume)` and `evaluate(params, split)` are the baseline's `dore.pipeline.train`
-/ `evaluate`: `dore.train.train` with `target_format="lexical"` (full-vocabulary loss, the same
-optimizer, budget, checkpoints and resume), selection on dev F1 of greedy generation, the selected
-model in `model/` (backbone with the separators, `layout.json`, `lexical_model.json`), and the
-same `metrics.json` record with the generated tokens per document as its decoder steps.
+`LexicalMethod` trains in the one loop (`dore.training.loop`): one sequence per document,
+full-vocabulary loss, the same optimizer, budget, checkpoints and resume as DORE; selection on
+dev F1 of greedy generation; the selected model (backbone with the separators, `layout.json`,
+`lexical_model.json`) is scored by `LexicalPredictor`, with the generated tokens per document
+as its decoder steps.
 """
 
 from __future__ import annotations
@@ -37,31 +37,33 @@ import json
 import re
 import shutil
 import statistics
-import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from tokenizers import AddedToken
+from torch.nn.utils.rnn import pad_sequence
 from transformers import EncoderDecoderModel, GenerationConfig, PreTrainedTokenizerBase
+from transformers.modeling_outputs import BaseModelOutput
 
+from dore.config import TrainConfig
 from dore.data.model import DataError, Document, atomic_write_text
-from dore.layout import IdLayout
-from dore.train import TrainConfig
-
-if TYPE_CHECKING:
-    from dore.model.backbone import Backbone
-    from dore.pipeline import PipelineParams
+from dore.decoding.hf import only_generation_config
+from dore.extract import Predictions
+from dore.methods.seq2seq import Example, collate, make_examples, param_groups, row_loss
+from dore.model.backbone import Backbone, load_trained, model_parts
+from dore.model.inputs import encode, encode_document, word_pieces
+from dore.symbolic.layout import IdLayout
 
 LEXICAL_CARD = "lexical_model.json"
 TRIPLET, REL, TAIL = "<triplet>", "<rel>", "<tail>"
 SEPARATORS = (TRIPLET, REL, TAIL)
 Order = Literal["row-column", "annotation"]
 Triplet = tuple[int, int, str]  # head entity, tail entity, relation label (document numbering)
-Prediction = tuple[tuple[int, ...], str]  # (args, label), as `dore.evaluate.score` takes it
+Prediction = tuple[tuple[int, ...], str]  # (args, label), as `dore.scoring.score.score` takes it
 
 Key = Callable[[str], str]  # a string's form at one matching level
 
@@ -113,8 +115,6 @@ def lexical_target(doc: Document, relation_names: Mapping[str, str], order: Orde
 def add_separator_tokens(backbone, *, seed: int = 0) -> tuple[int, int, int]:
     """Add the separators as special tokens and grow the embeddings (new rows: the model's own
     random initialisation, seeded); a no-op when they are there. Returns their ids."""
-    from dore.model.backbone import _parts
-
     tokenizer, model = backbone.tokenizer, backbone.model
     vocab = tokenizer.get_vocab()
     missing = [s for s in SEPARATORS if s not in vocab]
@@ -123,7 +123,7 @@ def add_separator_tokens(backbone, *, seed: int = 0) -> tuple[int, int, int]:
                               for s in missing], special_tokens=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for part in _parts(model):
+            for part in model_parts(model):
                 rows = part.get_input_embeddings().num_embeddings
                 part.resize_token_embeddings(max(len(tokenizer), rows), mean_resizing=False)
         if isinstance(model, EncoderDecoderModel):
@@ -145,8 +145,6 @@ def lexical_target_ids(doc: Document, tokenizer: PreTrainedTokenizerBase, relati
 
 
 def _target_ids(doc, tokenizer, relation_names, order, separators: Sequence[int]) -> list[int]:
-    from dore.model.inputs import word_pieces
-
     triplet_id, rel_id, tail_id = separators
     fields = []
     for h, t, label in lexical_triplets(doc, relation_names, order):
@@ -164,7 +162,7 @@ def _target_ids(doc, tokenizer, relation_names, order, separators: Sequence[int]
 def lexical_sequences(doc: Document, tokenizer: PreTrainedTokenizerBase, relation_names: Mapping[str, str], *,
                       prefix: Sequence[int], eos_id: int, max_len: int | None, counts: Counter,
                       order: Order = "row-column") -> list[list[int]]:
-    """The decoder sequence of one document, as `dore.train.decoder_sequences` returns them:
+    """The decoder sequence of one document, as `dore.methods.dore.decoder_sequences` returns them:
     `[prefix + target + [EOS]]` (one sequence, the same every epoch). Past `max_len` the target
     is cut before a triplet and keeps its EOS; counted in `targets_over_decoder_length` and
     `triplets_cut`, never silent."""
@@ -226,13 +224,6 @@ def generate_lexical(backbone, layout: IdLayout, docs: Sequence[Document], *, nu
     """Generated text per document: each batch is encoded once (as trained: `max_source_length`,
     `chunk_length`), then plain `generate` (no constraint) continues the decoder prefix.
     `counts`: truncated inputs, unfinished outputs and generated tokens (EOS included)."""
-    from torch.nn.utils.rnn import pad_sequence
-    from transformers.modeling_outputs import BaseModelOutput
-
-    from dore.model.decoding import _only_generation_config
-    from dore.model.inputs import encode_document
-    from dore.train import encode
-
     counts = Counter() if counts is None else counts
     model, tokenizer = backbone.model, backbone.tokenizer
     model.eval()
@@ -253,8 +244,8 @@ def generate_lexical(backbone, layout: IdLayout, docs: Sequence[Document], *, nu
         ids = pad_sequence([torch.tensor(e.input_ids) for e in encoded], batch_first=True,
                            padding_value=backbone.pad_id).to(device)
         attention = (ids != backbone.pad_id).long()  # chunked inputs hold padding inside
-        hidden = encode(model, backbone.family, {"input_ids": ids, "attention_mask": attention}, chunk_length)
-        with _only_generation_config(model, config):  # the checkpoint's own text defaults stay out
+        hidden = encode(model, ids, attention, chunk_length)
+        with only_generation_config(model, config):  # the checkpoint's own text defaults stay out
             out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=attention,
                                  decoder_input_ids=prefix.expand(len(chunk), -1), generation_config=config)
         for row in out[:, len(prefix):].tolist():
@@ -355,7 +346,7 @@ def parse_lexical(text: str, doc: Document, relation_names: Mapping[str, str]) -
 
 
 def predict_lexical(backbone, layout: IdLayout, docs: Sequence[Document], **generate) -> tuple[dict, Counter]:
-    """`{doc_id: [(args, label)]}` for `dore.evaluate.score`, and the summed generation and parse counts."""
+    """`{doc_id: [(args, label)]}` for `dore.scoring.score.score`, and the summed generation and parse counts."""
     counts: Counter = Counter()
     names = relation_names_of(layout)
     predictions = {}
@@ -363,15 +354,6 @@ def predict_lexical(backbone, layout: IdLayout, docs: Sequence[Document], **gene
         predictions[doc.doc_id], doc_counts = parse_lexical(text, doc, names)
         counts.update(doc_counts)
     return predictions, +counts
-
-
-# --- the pipeline stages ---------------------------------------------------------------------
-
-def lexical_config(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` for the baseline: lexical targets, one sequence per document. The symbolic target's
-    own settings (`mode`, `sampling`, `symbol_loss`) do not apply: there are no rows, negatives or
-    symbols; everything else (backbone, init, order, optimizer, budget) is used as given."""
-    return cfg.model_copy(update={"target_format": "lexical", "mode": "sequence"})
 
 
 def save_lexical(directory: str | Path, backbone: Backbone, layout: IdLayout, **card) -> Path:
@@ -392,8 +374,6 @@ def save_lexical(directory: str | Path, backbone: Backbone, layout: IdLayout, **
 
 def load_lexical(directory: str | Path) -> tuple[Backbone, IdLayout, dict]:
     """A model saved by `save_lexical`: (backbone, layout, card)."""
-    from dore.model.backbone import load_trained
-
     directory = Path(directory)
     if not (directory / LEXICAL_CARD).exists():
         raise FileNotFoundError(f"{directory} is not a saved lexical model (no {LEXICAL_CARD})")
@@ -404,58 +384,78 @@ def load_lexical(directory: str | Path) -> tuple[Backbone, IdLayout, dict]:
     return backbone, layout, card
 
 
-def train(params: PipelineParams, *, resume: bool = True) -> dict:
-    """As `dore.pipeline.train`: train on `train` (`lexical_config(params.train)`), select on dev
-    F1 of greedy generation (never test), the selected model to `model/`. No NA/EOS bias to tune
-    (`tune_na_biases` does not apply). The summary adds the training targets' lengths."""
-    from dore.datasets import get_setting
-    from dore.evaluate import score
-    from dore.pipeline import _scalars, artifacts_dir, initial_backbone, load_layout, load_split, training_summary
-    from dore.predict import training_data_hash
-    from dore.train import train as train_loop
+# --- the method ----------------------------------------------------------------------------
 
-    cfg = lexical_config(params.train)
-    layout = load_layout(params)
-    train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
-    backbone = initial_backbone(cfg, layout)
-    add_separator_tokens(backbone, seed=cfg.seed)
-    decoding = {"num_beams": 1, "max_source_length": cfg.max_source_length, "chunk_length": cfg.chunk_length}
-    out = artifacts_dir(params)
-    data_hash = training_data_hash(train_docs)
-
-    def evaluate_dev(model, epoch) -> dict:
-        predictions, _ = predict_lexical(backbone, layout, dev_docs, **decoding)
-        return _scalars(score(predictions, dev_docs, train_docs=train_docs))
-
-    def on_best(model, metrics: dict) -> None:
-        save_lexical(out / "model", backbone, layout, preset=cfg.model_dump(), decoding=decoding,
-                     training_data_sha256=data_hash, dev_metrics=metrics,
-                     split_note=get_setting(params.dataset).split_note)
-
-    result = train_loop(cfg, backbone, layout, train_docs, out / "train", evaluate_dev=evaluate_dev, on_best=on_best,
-                        resume=resume)
-    summary = {**training_summary(result), "target_lengths": lexical_target_lengths(
-        train_docs, backbone.tokenizer, relation_names_of(layout), backbone.max_target_length,
-        prefix_len=len(backbone.decoder_prefix), order=cfg.order)}
-    atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
-    return summary
+def lexical_config(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` for the baseline: one sequence per document. The symbolic target's own settings
+    (`sampling`, `symbol_loss`) do not apply: there are no rows, negatives or symbols; everything
+    else (backbone, init, order, optimizer, budget) is used as given."""
+    return cfg.model_copy(update={"mode": "sequence"})
 
 
-def evaluate(params: PipelineParams, split: str = "test") -> dict:
-    """As `dore.pipeline.evaluate`: the selected model on `split` (`params.num_beams`), the same
-    `metrics.json` record; decoder steps are generated tokens. The record adds the generation and
-    parse counts (`parse_repairs`: unmatched strings, malformed triplets, unfinished outputs, ...)
-    and the split's target lengths against the decoder's positions."""
-    from dore.pipeline import artifacts_dir, load_split, write_evaluation
+class LexicalMethod:
+    """The lexical baseline's training contract (`dore.training.loop.Method`), dev prediction and saving."""
 
-    backbone, layout, card = load_lexical(artifacts_dir(params) / "model")
-    docs = load_split(params, split)
-    started = time.perf_counter()
-    predictions, counts = predict_lexical(backbone, layout, docs, **{**card["decoding"], "num_beams": params.num_beams})
-    seconds = time.perf_counter() - started
-    generated, truncated = counts.pop("generated_tokens", 0), counts.pop("truncated_inputs", 0)
-    lengths = lexical_target_lengths(docs, backbone.tokenizer, relation_names_of(layout), backbone.max_target_length,
-                                     prefix_len=len(backbone.decoder_prefix), order=card["preset"]["order"])
-    return write_evaluation(params, split, docs, predictions, seconds=seconds, decoder_steps=generated,
-                            parse_repairs=dict(counts), truncated_inputs=truncated, target_lengths=lengths,
-                            dev_selected=card.get("dev_metrics"))
+    def __init__(self, cfg: TrainConfig, backbone: Backbone, layout: IdLayout):
+        self.cfg, self.backbone, self.layout = lexical_config(cfg), backbone, layout
+        add_separator_tokens(backbone, seed=cfg.seed)
+        self.model = backbone.model
+        self.relation_names = relation_names_of(layout)
+        self.decoding = {"num_beams": 1, "max_source_length": cfg.max_source_length, "chunk_length": cfg.chunk_length}
+        self.train_docs: Sequence[Document] = ()
+
+    def examples(self, docs: Sequence[Document], counts: Counter) -> list[Example]:
+        self.train_docs = docs  # for the summary's target lengths
+        return make_examples(docs, self.backbone, self.layout, self.cfg.max_source_length, counts,
+                             self.cfg.chunk_length)
+
+    def collate(self, examples: Sequence[Example], epoch: int, counts: Counter) -> dict:
+        bb, prefix = self.backbone, list(self.backbone.decoder_prefix)
+        # no negatives: the same target every epoch
+        batch = [(ex, lexical_sequences(ex.doc, bb.tokenizer, self.relation_names, prefix=prefix, eos_id=bb.eos_id,
+                                        max_len=bb.max_target_length, counts=counts, order=self.cfg.order))
+                 for ex in examples]
+        return collate(batch, bb.pad_id, len(prefix))
+
+    def loss(self, model, batch: dict) -> tuple[torch.Tensor, int]:
+        # the targets are words: the softmax covers the whole vocabulary
+        return row_loss(model, batch, label_smoothing=self.cfg.label_smoothing, code_to_id=None,
+                        bucket=self.cfg.group_by_length, chunk_length=self.cfg.chunk_length)
+
+    def param_groups(self, cfg: TrainConfig) -> list[dict]:
+        return param_groups(self.model, cfg)
+
+    def predict(self, docs: Sequence[Document]) -> Predictions:
+        return predict_lexical(self.backbone, self.layout, docs, **self.decoding)[0]
+
+    def save(self, directory: str | Path, **card) -> Path:
+        card["preset"] = self.cfg.model_dump()
+        return save_lexical(directory, self.backbone, self.layout, decoding=self.decoding, **card)
+
+    def summary(self) -> dict:
+        bb = self.backbone
+        return {"target_lengths": lexical_target_lengths(self.train_docs, bb.tokenizer, self.relation_names,
+                                                         bb.max_target_length, prefix_len=len(bb.decoder_prefix),
+                                                         order=self.cfg.order)}
+
+
+class LexicalPredictor:
+    """A saved lexical model scoring a split."""
+
+    def __init__(self, directory: str | Path):
+        self.backbone, self.layout, self.card = load_lexical(directory)
+
+    def predict_split(self, docs: Sequence[Document], num_beams: int) -> tuple[Predictions, int, dict]:
+        """(predictions, generated tokens, what the metrics record adds: the generation and parse
+        counts, and the split's target lengths against the decoder's positions)."""
+        bb = self.backbone
+        predictions, counts = predict_lexical(bb, self.layout, docs, **{**self.card["decoding"], "num_beams": num_beams})
+        generated, truncated = counts.pop("generated_tokens", 0), counts.pop("truncated_inputs", 0)
+        lengths = lexical_target_lengths(docs, bb.tokenizer, relation_names_of(self.layout), bb.max_target_length,
+                                         prefix_len=len(bb.decoder_prefix), order=self.card["preset"]["order"])
+        return predictions, generated, {"parse_repairs": dict(counts), "truncated_inputs": truncated,
+                                        "target_lengths": lengths}
+
+
+def load(directory: str | Path) -> LexicalPredictor:
+    return LexicalPredictor(directory)

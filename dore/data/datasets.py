@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from dore.data.bio import read_eog
+from dore.data.docred import read_docred
 from dore.data.model import Document
 from dore.data.report import ReaderReport
+from dore.data.scirex import read_scirex
 
 SPLITS = ("train", "dev", "test")
 
@@ -71,22 +74,11 @@ class Setting:
         return out
 
 
-def _read_docred(path):
-    from dore.data.docred import read_docred
-    return read_docred(path)
-
-
 def _read_eog(path):
-    from dore.data.bio import read_eog
     return read_eog(path, dataset="gda" if "gda" in str(path) else "cdr")
 
 
-def _read_scirex(path):
-    from dore.data.scirex import read_scirex
-    return read_scirex(path)
-
-
-READERS: dict[str, Callable] = {"docred": _read_docred, "eog": _read_eog, "scirex": _read_scirex}
+READERS: dict[str, Callable] = {"docred": read_docred, "eog": _read_eog, "scirex": read_scirex}
 
 SETTINGS: dict[str, Setting] = {
     "docred": Setting(

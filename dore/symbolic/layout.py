@@ -250,3 +250,20 @@ def block_sizes_from(docs: Sequence[Document], types: Sequence[str], margin: flo
         most = max((sum(1 for e in d.entities if e.type == t and e.mentions) for d in docs), default=0)
         sizes[t] = max(1, int(most * margin + 0.999))
     return sizes
+
+
+def default_layout(docs: list[Document], fmt: str, rel_info: dict[str, str] | None = None) -> IdLayout:
+    """The layout a format's documents are linearised with (typed blocks sized from `docs`)."""
+    labels = {r.label for d in docs for r in d.relations}
+    types = {e.type for d in docs for e in d.entities}
+    if "CID" in labels or "Chemical" in types:
+        s = block_sizes_from(docs, ["Chemical", "Disease"])
+        return cdr_layout(s["Chemical"], s["Disease"])
+    if "GDA" in labels or "Gene" in types:
+        s = block_sizes_from(docs, ["Gene", "Disease"])
+        return gda_layout(s["Gene"], s["Disease"])
+    if fmt == "scirex" or "relevant" in labels:
+        return scirex_layout(4, block_sizes_from(docs, ["Task", "Method", "Material", "Metric"]))
+    if rel_info is None:
+        rel_info = {lab: lab for lab in sorted(labels)}
+    return docred_layout(rel_info, n_slots=max(100, max((len(d.entities) for d in docs), default=0)))

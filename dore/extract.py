@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,18 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from dore.config import DecodingConfig
 from dore.data.model import Document, atomic_write_text
-from dore.layout import IdLayout, LayoutError, SlotAssignment
-from dore.parse import parse_codes, parse_rows
+from dore.decoding.constraint import Rules, slot_mask
+from dore.decoding.generate import generate_rows, generate_sequence
+from dore.model.backbone import Backbone, load_trained
+from dore.model.inputs import encode_document, pad_batch
+from dore.symbolic.layout import IdLayout, LayoutError, SlotAssignment
+from dore.symbolic.parse import parse_codes, parse_rows
 
 MODEL_CARD = "dore_model.json"
+MAX_RELATIVE_POSITIONS = 4096  # decoder length cap for backbones without absolute positions (T5)
+Predictions = dict[str, list[tuple[tuple[int, ...], str]]]  # doc id -> [(entity indices, label)], as scorers take
 
 
 class PredictedRelation(BaseModel):
@@ -33,20 +41,6 @@ class PredictedRelation(BaseModel):
     confidence: float
 
 
-class DecodingConfig(BaseModel):
-    mode: str = "rows"  # rows | sequence
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    max_new_tokens: int | None = None  # default: from the layout (rows ~ 2 tokens/entity, sequence 3/cell)
-    na_bias: float = 0.0  # added to the NA logit (chosen on dev)
-    eos_bias: float = 0.0  # added to the EOS logit (chosen on dev)
-    batch_docs: int = 8
-    symbol_head: bool = False  # greedy with the output layer over the symbol tokens only (same choices, faster)
-    order: str = "row-column"  # the model's target order; other orders lift the sorted-heads rule
-    chunk_length: int | None = None  # the model's chunked (Fusion-in-Decoder) encoding, as trained
-    max_source_length: int | None = None  # input cap as trained (None: the backbone's positions)
-
-
 @dataclass
 class ExtractionStats:
     parse: Counter = field(default_factory=Counter)
@@ -55,6 +49,7 @@ class ExtractionStats:
     documents: int = 0
     truncated_inputs: int = 0
     lost_entities: int = 0
+    outputs_cut: int = 0  # rows or sequences that reached their token budget before EOS
 
 
 def training_data_hash(docs: Iterable[Document]) -> str:
@@ -65,7 +60,7 @@ def training_data_hash(docs: Iterable[Document]) -> str:
 
 
 class Extractor:
-    def __init__(self, backbone, layout: IdLayout, decoding: DecodingConfig | None = None, card: dict | None = None):
+    def __init__(self, backbone: Backbone, layout: IdLayout, decoding: DecodingConfig | None = None, card: dict | None = None):
         self.backbone, self.layout = backbone, layout
         self.decoding = decoding or DecodingConfig()
         self.card = card or {}
@@ -74,8 +69,6 @@ class Extractor:
     # --- persistence -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "Extractor":
-        from dore.model.backbone import load_trained
-
         directory = Path(directory)
         if not (directory / MODEL_CARD).exists():
             raise FileNotFoundError(f"{directory} is not a saved DORE model (no {MODEL_CARD})")
@@ -87,8 +80,6 @@ class Extractor:
     def save_pretrained(self, directory: str | Path, **card) -> Path:
         """Weights as safetensors only, tokenizer, layout and model card; written to a temporary
         folder and renamed so a reader never sees half a model."""
-        import shutil
-
         directory = Path(directory)
         tmp = directory.with_name(directory.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -112,8 +103,6 @@ class Extractor:
     def generate(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):
         """Per document: (assignment, encoded input ids, its generated rows or sequence as
         `Decoded`, NA tuples included), before parsing. Each batch is encoded once."""
-        from dore.model.inputs import encode_document
-
         cfg = decoding or self.decoding
         self.backbone.model.eval()
         out = []
@@ -136,6 +125,10 @@ class Extractor:
         cfg = decoding or self.decoding
         return [self._parse(assignment, rows, cfg) for assignment, _, rows in self.generate(docs, cfg)]
 
+    def predictions(self, docs: Sequence[Document], decoding: DecodingConfig | None = None) -> Predictions:
+        """What the scorers take: `{doc_id: [(entity indices, label)]}`."""
+        return {d.doc_id: [(r.args, r.label) for r in rels] for d, rels in zip(docs, self.extract(docs, decoding))}
+
     def extract(self, docs: Sequence[Document], decoding: DecodingConfig | None = None) -> list[list[PredictedRelation]]:
         results = []
         for doc, (assignment, tuples) in zip(docs, self.predict_tuples(docs, decoding)):
@@ -153,9 +146,6 @@ class Extractor:
     def _generate(self, assignments, input_ids, cfg: DecodingConfig) -> list[list]:
         """Encode the batch once, decode rows (or sequences) under the symbol constraint; the
         `Decoded` rows of each document."""
-        from dore.model.decoding import Rules, generate_rows, generate_sequence, slot_mask
-        from dore.model.inputs import pad_batch
-
         bb, layout = self.backbone, self.layout
         device = next(bb.model.parameters()).device
         ids = pad_batch(input_ids, bb.pad_id)
@@ -166,7 +156,7 @@ class Extractor:
             code_bias = torch.zeros(layout.n_codes)
             code_bias[layout.na_code], code_bias[layout.eos_code] = cfg.na_bias, cfg.eos_bias
         # each document's own token budget, so its output does not depend on the batch it is in
-        budgets = [cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, [a]) for a in assignments]
+        budgets = [cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, a) for a in assignments]
         common = dict(layout=layout, code_to_id=bb.code_to_id, decoder_prefix=bb.decoder_prefix,
                       doc_slots=slot_mask(layout, slots), num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
                       max_new_tokens=max(budgets) + 1, budgets=budgets,
@@ -186,6 +176,7 @@ class Extractor:
         """One document's decoded rows -> (assignment, [(slot tuple, confidence)]), NA removed."""
         layout = self.layout
         self.stats.rows += len(rows)
+        self.stats.outputs_cut += sum(not r.finished for r in rows)
         self.stats.decoder_steps += max((len(r.codes) + r.finished for r in rows), default=0)
         confidence = {}
         for r in rows:
@@ -196,13 +187,18 @@ class Extractor:
             tuples = parse_codes(rows[0].codes if rows else [], layout, assignment.slots, counts=self.stats.parse)
         return assignment, [(t, confidence.get(t, 0.0)) for t in tuples]
 
-    def default_max_new_tokens(self, mode: str, assignments: Sequence[SlotAssignment]) -> int:
-        """Room for every cell with one relation plus a few multi-label pairs (method.md §7)."""
-        n = max((len(a.slots) for a in assignments), default=1)
+    def default_max_new_tokens(self, mode: str, assignment: SlotAssignment) -> int:
+        """Room for every cell of the document (a row: every cell of its head) with one relation
+        plus 8 multi-label tuples (docs/method.md §7), within the decoder's positions. A cut
+        output is counted (`stats.outputs_cut`), never silent."""
+        n = max(len(assignment.slots), 1)
         tuple_len = self.layout.arity + 1
         if mode == "rows":
-            return min(512, (tuple_len - 1) * (n + 8) + 1)
-        return min(1024, tuple_len * n * 4 + 1)
+            budget = (tuple_len - 1) * (n + 8) + 1
+        else:
+            budget = tuple_len * (len(self.layout.cell_domain(assignment.slots)) + 8) + 1
+        positions = self.backbone.max_target_length or MAX_RELATIVE_POSITIONS
+        return min(budget, positions - len(self.backbone.decoder_prefix) - 1)
 
 
 def tuple_confidences(codes: Sequence[int], probs: Sequence[float], layout: IdLayout,

@@ -1,0 +1,104 @@
+"""Every parameter, declared once (torch-free): training (`TrainConfig`), decoding
+(`DecodingConfig`) and one dataset's pipeline (`PipelineParams`).
+
+The CLI derives its options from these fields, `params.yaml` is rendered from them
+(`dore.presets`), and the Prefect flow takes them as parameters. Each value is parsed and checked
+when the config is built, so a typo fails at once, before any data or model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dore.symbolic.sampling import SamplingConfig
+
+
+class TrainConfig(BaseModel):
+    """Training hyper-parameters (the CLI, DVC params and Prefect parameters all map onto this)."""
+
+    model_config = ConfigDict(extra="forbid")
+    backbone: str = Field("minilm", description="minilm (the embedded default) | tiny-t5 | tiny-bart | tiny-led | "
+                          "a hub name | a local directory")
+    mode: Literal["rows", "sequence"] = "rows"
+    sampling: str = Field("dynamic", description="negative sampling: none | random:0.1 | diagonal:1 | asymmetric:2,1 | "
+                          "asymmetric_flipped | dynamic | all")
+    order: Literal["row-column", "annotation", "random"] = Field(
+        "row-column", description="target tuple order (annotation / random: the paper's order ablations)")
+    epochs: int = 10
+    max_steps: int | None = Field(None, description="stop after this many optimizer steps")
+    max_minutes: float | None = Field(None, description="stop after this much training wall time, summed over resumed runs")
+    lr: float = 1e-4
+    lr_new: float | None = Field(1e-3, description="learning rate of newly initialised parameters (cross-attention, "
+                                 "entity tables, a classifier's head): they learn 10x faster; null: lr")
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    batch_docs: int = 4
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    label_smoothing: float = 0.0
+    symbol_loss: bool = Field(True, description="softmax over the symbol tokens only: the constrained decoder never "
+                              "chooses anything else, and the output layer shrinks from the vocabulary to ~100 rows")
+    group_by_length: bool = Field(True, description="batch documents of similar length and decode rows in length "
+                                  "buckets, so little compute goes to padding")
+    max_source_length: int | None = None
+    chunk_length: int | None = Field(None, description="encode long documents in windows of this many tokens and "
+                                     "concatenate their states (Fusion-in-Decoder); max_source_length caps the total")
+    seed: int = 42
+    init: Literal["number", "random"] = "number"
+    init_from: str | None = Field(None, description="start from a trained DORE model directory (distant pre-training -> fine-tuning)")
+    entity_embeddings: bool = Field(False, description="document-aware entity symbols: each slot's input and output "
+                                    "embedding gets its projected mean encoder state at its markers (dore.model.entities)")
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
+    eval_every_epochs: int = 1
+    checkpoint_every_steps: int = 50
+    keep_checkpoints: int = 1
+    log_every_steps: int = 10
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampling_parses(cls, spec: str) -> str:
+        SamplingConfig.parse(spec)  # a typo fails when the config loads, not after the model has
+        return spec
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.entity_embeddings and not self.symbol_loss:
+            raise ValueError("entity_embeddings needs symbol_loss: the entity table enters through the symbol head")
+        return self
+
+
+class DecodingConfig(BaseModel):
+    mode: str = "rows"  # rows | sequence
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    max_new_tokens: int | None = None  # default: from the layout (rows ~ 2 tokens/entity, sequence 3/cell)
+    na_bias: float = 0.0  # added to the NA logit (chosen on dev)
+    eos_bias: float = 0.0  # added to the EOS logit (chosen on dev)
+    batch_docs: int = 8
+    symbol_head: bool = False  # greedy with the output layer over the symbol tokens only (same choices, faster)
+    order: str = "row-column"  # the model's target order; other orders lift the sorted-heads rule
+    chunk_length: int | None = None  # the model's chunked (Fusion-in-Decoder) encoding, as trained
+    max_source_length: int | None = None  # input cap as trained (None: the backbone's positions)
+
+
+class PipelineParams(BaseModel):
+    """One dataset's parameters (a section of params.yaml, or a Prefect flow parameter)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = "docred"
+    limit_train: int | None = Field(50, description="first N training documents (None: all)")
+    limit_dev: int | None = Field(20, description="first N dev documents (None: all)")
+    limit_test: int | None = Field(50, description="first N test documents (None: all)")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    num_beams: int = Field(1, description="beam size for the final evaluation (selection is greedy)")
+    tune_na_biases: list[float] = Field([0.0, -1.0, -2.0, -3.0], description="NA logit biases tried on dev after "
+                                        "training (the best goes into the model card); [0] to skip")
+    artifacts: str = "artifacts"
+
+
+def artifacts_dir(params: PipelineParams) -> Path:
+    """Where one dataset's pipeline writes: `<artifacts>/<dataset>/`."""
+    return Path(params.artifacts) / params.dataset

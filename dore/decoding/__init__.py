@@ -1,0 +1,1 @@
+"""Constrained generation of symbol sequences: the constraint, the symbol head, generation."""

@@ -1,0 +1,197 @@
+"""The symbol head: a seq2seq decoder with its output layer cut to the symbol ids, and the
+cross-attention keys/values projected once per document and shared by its rows.
+
+Training with the symbol loss and `dore.decoding.generate.fast_greedy` both read the decoder
+through it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from transformers import BertLMHeadModel, EncoderDecoderModel, PreTrainedModel, RobertaForCausalLM
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.models.bert.modeling_bert import BertCrossAttention
+from transformers.models.roberta.modeling_roberta import gelu
+
+from dore.model import entities
+
+
+class SymbolHead:
+    """The decoder stack of a seq2seq model and its output layer restricted to the symbol ids.
+
+    Used by `fast_greedy` and by training with `symbol_loss` (the softmax over the symbols the
+    constrained decoder can choose from). Build it per step in training: it gathers the current
+    output weights."""
+
+    def __init__(self, model: PreTrainedModel, code_to_id: Tensor):
+        self.scale, self.bias, self.cross_projection = 1.0, None, None
+        self.transform: Callable[[Tensor], Tensor] = nn.Identity()
+        if isinstance(model, EncoderDecoderModel):
+            lm = model.decoder
+            if isinstance(lm, BertLMHeadModel):
+                self.transform = lm.cls.predictions.transform
+                output = lm.cls.predictions.decoder
+            elif isinstance(lm, RobertaForCausalLM):
+                self.transform = lambda h: lm.lm_head.layer_norm(gelu(lm.lm_head.dense(h)))
+                output = lm.lm_head.decoder
+            else:
+                raise ValueError(f"no symbol head for an encoder-decoder with a {type(lm).__name__} decoder")
+            self.decoder = lm.base_model
+            if (model.encoder.config.hidden_size != lm.config.hidden_size
+                    and getattr(lm.config, "cross_attention_hidden_size", None) is None):
+                self.cross_projection = model.enc_to_dec_proj  # as EncoderDecoderModel.forward does
+        elif model.config.model_type in ("t5", "bart", "led"):
+            self.decoder = model.get_decoder()
+            output = model.get_output_embeddings()
+            if getattr(model.config, "scale_decoder_outputs", False):  # T5 with tied embeddings
+                self.scale = model.config.d_model ** -0.5
+            if hasattr(model, "final_logits_bias"):  # BART, LED
+                self.bias = model.final_logits_bias[0, code_to_id]
+        else:
+            raise ValueError(f"no symbol head for model type {model.config.model_type!r}")
+        self.weight = output.weight[code_to_id]
+        if output.bias is not None:
+            self.bias = output.bias[code_to_id] + (0 if self.bias is None else self.bias)
+        self.entities = entities.of(model)  # document-aware entity symbols, when attached
+        self.code_to_id = code_to_id
+        self.slot_of_id = None if self.entities is None else entities.slot_lookup(
+            code_to_id, self.entities.n_slots, model.get_decoder().get_input_embeddings().num_embeddings)
+
+    def logits(self, hidden: Tensor, table: Tensor | None = None) -> Tensor:
+        """Symbol logits of decoder states [rows, (T,) H]; `table` [rows, n_slots, H]: the rows'
+        entity table, dotted with the states and added to the slots' logits (a pointer)."""
+        hidden = self.transform(hidden * self.scale)
+        logits = hidden @ self.weight.T
+        if table is not None:
+            pointer = torch.einsum("r...h,rnh->r...n", hidden, table.to(hidden.dtype))
+            logits = torch.cat([logits[..., :pointer.shape[-1]] + pointer, logits[..., pointer.shape[-1]:]], -1)
+        return (logits if self.bias is None else logits + self.bias).float()
+
+    def entity_table(self, source_ids: Tensor | None, encoder_hidden: Tensor, row_doc: Tensor | None) -> Tensor | None:
+        """The rows' entity table [rows, n_slots, H], or None without the module. `encoder_hidden`
+        as the encoder wrote it (before any projection), per document."""
+        if self.entities is None:
+            return None
+        if source_ids is None:
+            raise ValueError("a model with entity embeddings needs the source ids to decode")
+        table = self.entities.table(source_ids, encoder_hidden, self.code_to_id[:self.entities.n_slots])
+        return table if row_doc is None else table.index_select(0, row_doc)
+
+    def forward(self, encoder_hidden: Tensor, encoder_attention_mask: Tensor, decoder_input_ids: Tensor,
+                decoder_attention_mask: Tensor, row_doc: Tensor | None = None,
+                source_ids: Tensor | None = None) -> Tensor:
+        """Teacher-forced symbol logits [rows, T, n_codes].
+
+        With `row_doc` (the document of each row), `encoder_hidden` and its mask are per document
+        and the cross-attention keys and values are projected once per document, then shared by
+        its rows: with ~20 rows per document that projection was most of a training step. (Grouping
+        the rows' cross-attention as in decoding gained nothing here: T queries per row already
+        amortise reading the keys/values.)
+        """
+        table = self.entity_table(source_ids, encoder_hidden, row_doc)
+        if self.cross_projection is not None:
+            encoder_hidden = self.cross_projection(encoder_hidden)
+        cache = None
+        if row_doc is not None:
+            cache = shared_cross_attention_cache(self.decoder, encoder_hidden, row_doc)
+            encoder_hidden = encoder_hidden.index_select(0, row_doc)
+            encoder_attention_mask = encoder_attention_mask.index_select(0, row_doc)
+        with entities.reading(table, self.slot_of_id):
+            out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                               encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask,
+                               past_key_values=cache, use_cache=cache is not None)
+        return self.logits(out.last_hidden_state, table)
+
+
+def _cross_attentions(decoder: nn.Module) -> list[tuple[nn.Module, nn.Linear, nn.Linear, int]]:
+    """(module, key projection, value projection, head size) of each decoder cross-attention."""
+    found = []
+    for name, module in decoder.named_modules():
+        if isinstance(module, BertCrossAttention):  # BERT / RoBERTa-style warm-started decoders
+            found.append((module, module.key, module.value, module.attention_head_size))
+        elif name.endswith("encoder_attn"):  # BART, LED
+            found.append((module, module.k_proj, module.v_proj, module.head_dim))
+        elif name.endswith("EncDecAttention"):  # T5
+            found.append((module, module.k, module.v, module.key_value_proj_dim))
+    return found
+
+
+def shared_cross_attention_cache(decoder: nn.Module, encoder_hidden: Tensor, row_doc: Tensor, *,
+                                 per_document: bool = False) -> EncoderDecoderCache:
+    """A cache whose cross-attention keys/values are projected per document and gathered per row
+    (autograd flows through the gather); the decoder's attention layers then skip the projection.
+    `per_document`: keep them per document, for `grouped_cross_attention`."""
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    docs, length = encoder_hidden.shape[:2]
+    for module, key, value, head_size in sorted(_cross_attentions(decoder), key=lambda m: m[0].layer_idx):
+        k = key(encoder_hidden).view(docs, length, -1, head_size).transpose(1, 2)
+        v = value(encoder_hidden).view(docs, length, -1, head_size).transpose(1, 2)
+        if not per_document:
+            k, v = k.index_select(0, row_doc), v.index_select(0, row_doc)
+        cache.cross_attention_cache.update(k, v, module.layer_idx)
+        cache.is_updated[module.layer_idx] = True
+    return cache
+
+
+@dataclass(frozen=True)
+class _RowGroups:
+    """Rows laid out as query blocks of their documents: row i is query `slot[i]` of `row_doc[i]`."""
+
+    row_doc: Tensor  # [rows]
+    slot: Tensor  # [rows]
+    width: int  # the most rows of one document
+    mask: Tensor | None  # bool [docs, 1, 1, S] (True: attend), None when nothing is padded
+
+
+ROW_GROUPS: ContextVar[_RowGroups | None] = ContextVar("dore_row_groups", default=None)
+
+
+def row_groups(row_doc: Tensor, encoder_mask: Tensor) -> _RowGroups:
+    counts = torch.bincount(row_doc, minlength=len(encoder_mask))
+    order = torch.argsort(row_doc, stable=True)
+    slot = torch.empty_like(row_doc)
+    slot[order] = torch.arange(len(row_doc), device=row_doc.device) - (counts.cumsum(0) - counts)[row_doc[order]]
+    mask = None if bool(encoder_mask.all()) else encoder_mask.bool()[:, None, None, :]
+    return _RowGroups(row_doc, slot, int(counts.max()), mask)
+
+
+def _grouped_bert_cross_attention(module: BertCrossAttention, original: Callable, hidden_states: Tensor,
+                                  encoder_hidden_states: Tensor | None = None, attention_mask: Tensor | None = None,
+                                  past_key_values: EncoderDecoderCache | None = None, **kwargs):
+    """BertCrossAttention.forward (inference: no dropout) with the rows of a document as queries of
+    one attention over its keys/values, cached per document: read once per document per step, not
+    copied per row. At one query per row and step, those copies were half of decoding on CPU."""
+    groups = ROW_GROUPS.get()
+    if groups is None or past_key_values is None or not past_key_values.is_updated.get(module.layer_idx):
+        return original(hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
+                        past_key_values=past_key_values, **kwargs)
+    layer = past_key_values.cross_attention_cache.layers[module.layer_idx]
+    keys, values = layer.keys, layer.values  # [docs, heads, S, head size]
+    (rows, length), (docs, heads, _, size) = hidden_states.shape[:2], keys.shape
+    query = module.query(hidden_states).view(rows, length, heads, size)
+    grouped = query.new_zeros(docs, groups.width, length, heads, size).index_put((groups.row_doc, groups.slot), query)
+    grouped = grouped.permute(0, 3, 1, 2, 4).reshape(docs, heads, groups.width * length, size)
+    out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=groups.mask, scale=module.scaling)
+    out = out.view(docs, heads, groups.width, length, size).permute(0, 2, 3, 1, 4)[groups.row_doc, groups.slot]
+    return out.reshape(rows, length, heads * size), None
+
+
+def grouped_cross_attention(decoder: nn.Module) -> bool:
+    """Let the decoder's cross-attention read per-document keys/values for all rows at once while
+    `ROW_GROUPS` is set (BERT-style decoders, the embedded default); False where unsupported."""
+    modules = [m for m, *_ in _cross_attentions(decoder)]
+    if not modules or any(type(m) is not BertCrossAttention for m in modules):
+        return False
+    for m in modules:
+        if not getattr(m, "_dore_grouped", False):  # idempotent; plain calls fall through to the original
+            m.forward = functools.partial(_grouped_bert_cross_attention, m, m.forward)
+            m._dore_grouped = True
+    return True
+

@@ -1,0 +1,1 @@
+"""The one training loop every method runs, its batching and its checkpoints."""

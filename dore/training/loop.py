@@ -1,0 +1,197 @@
+"""The one training loop every method runs (DORE, lexical generation, the classifier).
+
+- A method (`Method`) turns documents into examples and batches and a batch into a loss; the
+  loop owns everything else: AdamW with the method's parameter groups, linear warm-up and decay,
+  gradient accumulation and clipping, bf16/fp16 where the hardware has it, through `accelerate`
+  (`accelerate launch` or `torchrun`: each process takes every world-th document).
+- Checkpoints are atomic (`dore.training.checkpoint`); `resume=True` continues from the newest
+  one and reproduces the uninterrupted run (data order and RNG are restored). The time budget
+  (`max_minutes`) sums the wall time of every resumed session.
+- Model selection on dev only: after each evaluated epoch the caller's `evaluate_dev(model, at)`
+  returns dev metrics; when `select_metric` improves, `on_best(model, metrics)` saves the model.
+  Only the main process evaluates, selects and writes; the others wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast, send_to_device, set_seed
+from transformers import get_linear_schedule_with_warmup
+
+from dore.config import TrainConfig
+from dore.data.model import Document, atomic_write_text
+from dore.training.batching import epoch_batches
+from dore.training.checkpoint import Checkpointer
+
+
+class Method(Protocol):
+    """What the loop needs from a method: its model, examples, batches and loss."""
+
+    model: torch.nn.Module
+
+    def examples(self, docs: Sequence[Document], counts: Counter) -> list[Any]:
+        """One example per document (inputs encoded once); each has `input_ids` (for batching)."""
+
+    def collate(self, examples: Sequence[Any], epoch: int, counts: Counter) -> dict[str, torch.Tensor] | None:
+        """A micro-batch of tensors, or None when the examples give nothing to learn from."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """(mean loss, number of items it averages over) of a batch under `model` (maybe wrapped)."""
+
+    def param_groups(self, cfg: TrainConfig) -> list[dict]:
+        """AdamW parameter groups (learning rate and weight decay per group)."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: float
+    best_dev: dict | None
+    history: list[dict]
+    counts: dict
+    seconds: float
+
+
+def mixed_precision(choice: str) -> str:
+    """`auto`: bf16 (or fp16) on a GPU, full precision on CPU."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def backward_and_step(accelerator: Accelerator, model, optimizer, scheduler, loss: torch.Tensor,
+                      max_grad_norm: float) -> None:
+    """One micro-batch inside `accelerator.accumulate`: clipping and the schedule only on the
+    steps that really update (the last micro-batch of an accumulation)."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    if accelerator.sync_gradients:
+        scheduler.step()
+    optimizer.zero_grad()
+
+
+def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_dir: str | Path, *,
+          evaluate_dev: Callable[[torch.nn.Module, float], dict] | None = None, select_metric: str = "f1",
+          on_best: Callable[[torch.nn.Module, dict], None] | None = None, resume: bool = True,
+          on_log: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `method.model` in place, checkpointing to `out_dir/checkpoints`, logging to
+    `out_dir/train_log.jsonl`."""
+    out_dir = Path(out_dir)
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg.mixed_precision),
+                              gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed)
+    counts: Counter = Counter()
+    examples = method.examples(train_docs, counts)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    batches_per_epoch = math.ceil(len(examples) // world / cfg.batch_docs)
+    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    model = method.model
+    optimizer = torch.optim.AdamW(method.param_groups(cfg), lr=cfg.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ckpt = Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
+    log_path = out_dir / "train_log.jsonl"
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": [], "seconds": 0.0}
+    if resume and (latest := ckpt.latest()) is not None:
+        state = Checkpointer.load(latest, accelerator.unwrap_model(model), optimizer, scheduler)
+        counts = Counter(state.get("counts", counts))  # counted over the whole run, not this session only
+        accelerator.print(f"resumed from {latest} (step {state['step']})")
+        if accelerator.is_main_process:  # the log restarts from the checkpoint: no repeated steps
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in state["history"]))
+    elif accelerator.is_main_process and log_path.exists():
+        log_path.unlink()  # a fresh run starts a fresh log
+    # the budget counts training time over every resumed session, not just this one
+    start = time.perf_counter() - state.get("seconds", 0.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(record: dict) -> None:
+        state["history"].append(record)
+        if accelerator.is_main_process:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if on_log:
+            on_log(record)
+
+    stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps  # a finished run resumes as finished
+    model.train()
+    while not stop and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        batches = epoch_batches([len(e.input_ids) for e in examples], cfg.batch_docs, seed=cfg.seed, epoch=epoch,
+                                rank=rank, world=world, group_by_length=cfg.group_by_length)
+        counts["documents_left_out_for_even_shards"] += len(examples) % world  # each epoch's are others
+        loss_sum, weight_sum = 0.0, 0
+        for b in range(state["batch_in_epoch"], len(batches)):
+            batch = method.collate([examples[i] for i in batches[b]], epoch, counts)
+            state["batch_in_epoch"] = b + 1
+            if batch is None:  # e.g. the classifier's documents without a single entity pair
+                counts["batches_without_items"] += 1
+                continue
+            batch = send_to_device(batch, accelerator.device)
+            with accelerator.accumulate(model):
+                loss, weight = method.loss(model, batch)
+                backward_and_step(accelerator, model, optimizer, scheduler, loss, cfg.max_grad_norm)
+            loss_sum, weight_sum = loss_sum + loss.item() * weight, weight_sum + weight
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            if state["step"] % cfg.log_every_steps == 0 or state["step"] == 1:
+                log({"step": state["step"], "epoch": epoch + (b + 1) / len(batches), "loss": loss.item(),
+                     "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)})
+            minutes = (time.perf_counter() - start) / 60
+            stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \
+                   (cfg.max_minutes is not None and minutes >= cfg.max_minutes)
+            stop = _agree(accelerator, stop)  # clocks differ across processes: the main one decides
+            state["seconds"], state["counts"] = time.perf_counter() - start, dict(counts)
+            if (state["step"] % cfg.checkpoint_every_steps == 0 or stop) and accelerator.is_main_process:
+                ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
+            if stop:
+                break
+        epoch_done = state["batch_in_epoch"] >= len(batches)
+        if epoch_done:
+            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+            log({"step": state["step"], "epoch": epoch + 1, "train_loss": loss_sum / max(weight_sum, 1)})
+        # evaluate at the end of an epoch, and also when the budget stops training mid-epoch, so a
+        # budget shorter than an epoch still selects (and saves) a model
+        due = epoch_done and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs)
+        if evaluate_dev and (due or stop):
+            at = epoch + 1 if epoch_done else round(epoch + state["batch_in_epoch"] / len(batches), 3)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                model.eval()
+                metrics = evaluate_dev(accelerator.unwrap_model(model), at)
+                model.train()
+                log({"step": state["step"], "epoch": at, **{f"dev_{k}": v for k, v in metrics.items()
+                                                            if isinstance(v, (int, float))}})
+                if state["best"] is None or metrics.get(select_metric, 0) > state["best"].get(select_metric, 0):
+                    state["best"] = {"epoch": at, "step": state["step"], **metrics}
+                    if on_best:
+                        on_best(accelerator.unwrap_model(model), state["best"])
+            accelerator.wait_for_everyone()
+        state["counts"] = dict(counts)
+        if (epoch_done or stop) and accelerator.is_main_process:
+            ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
+    accelerator.wait_for_everyone()
+    return TrainResult(state["step"], state["epoch"], state["best"], state["history"], dict(counts),
+                       time.perf_counter() - start)
+
+
+def _agree(accelerator: Accelerator, flag: bool) -> bool:
+    """The main process's `flag`, on every process (one broadcast; free with one process)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(broadcast(torch.tensor([int(flag)], device=accelerator.device), from_process=0).item())
