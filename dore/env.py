@@ -1,4 +1,4 @@
-"""Offline-first defaults: no analytics, no hub access (../shared/notes/stack.md §10).
+"""Offline-first defaults: no analytics, no hub access (docs/stack.md §10).
 
 Set before the heavy libraries are imported; a user who wants the hub unsets them.
 """

@@ -49,7 +49,7 @@ class ExtractionStats:
     documents: int = 0
     truncated_inputs: int = 0
     lost_entities: int = 0
-    outputs_cut: int = 0  # rows or sequences that reached their token budget before EOS
+    outputs_cut: int = 0  # rows or sequences that ended because their token budget had no room for another tuple
 
 
 def training_data_hash(docs: Iterable[Document]) -> str:
@@ -168,15 +168,17 @@ class Extractor:
         else:
             decoded = generate_sequence(bb.model, ids.to(device), attention.to(device), **common)
         per_doc: list[list] = [[] for _ in assignments]
+        per_tuple = layout.arity + (cfg.mode == "sequence")  # generated codes per tuple (rows: the head is given)
         for d in decoded:
             per_doc[d.doc].append(d)
+            # the budget ended it: no room for another tuple (the constraint then forces EOS)
+            self.stats.outputs_cut += not d.finished or len(d.codes) + per_tuple > budgets[d.doc]
         return per_doc
 
     def _parse(self, assignment: SlotAssignment, rows: list, cfg: DecodingConfig):
         """One document's decoded rows -> (assignment, [(slot tuple, confidence)]), NA removed."""
         layout = self.layout
         self.stats.rows += len(rows)
-        self.stats.outputs_cut += sum(not r.finished for r in rows)
         self.stats.decoder_steps += max((len(r.codes) + r.finished for r in rows), default=0)
         confidence = {}
         for r in rows:
@@ -188,15 +190,15 @@ class Extractor:
         return assignment, [(t, confidence.get(t, 0.0)) for t in tuples]
 
     def default_max_new_tokens(self, mode: str, assignment: SlotAssignment) -> int:
-        """Room for every cell of the document (a row: every cell of its head) with one relation
-        plus 8 multi-label tuples (docs/method.md §7), within the decoder's positions. A cut
-        output is counted (`stats.outputs_cut`), never silent."""
+        """Room for every cell of the document with one relation plus two more labels per entity
+        (a row: its head's cells plus 8; docs/method.md §7), within the decoder's positions. A
+        cut output is counted (`stats.outputs_cut`), never silent."""
         n = max(len(assignment.slots), 1)
         tuple_len = self.layout.arity + 1
         if mode == "rows":
             budget = (tuple_len - 1) * (n + 8) + 1
         else:
-            budget = tuple_len * (len(self.layout.cell_domain(assignment.slots)) + 8) + 1
+            budget = tuple_len * (len(self.layout.cell_domain(assignment.slots)) + 2 * n) + 1
         positions = self.backbone.max_target_length or MAX_RELATIVE_POSITIONS
         return min(budget, positions - len(self.backbone.decoder_prefix) - 1)
 

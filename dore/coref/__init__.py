@@ -1,4 +1,4 @@
-"""Coreference for SciREX end-to-end relation extraction (notes/scirex_coref.md §3-§5).
+"""Coreference for SciREX end-to-end relation extraction (docs/scirex_coref.md §3-§5).
 
 A backend turns SciREX documents into clusters of word spans, labelled with a setting:
 

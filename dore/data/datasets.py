@@ -36,7 +36,7 @@ def data_root() -> Path:
     here = Path.cwd() / "data"
     if (here / "redocred").exists():
         return here
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @dataclass(frozen=True)

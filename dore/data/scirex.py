@@ -1,6 +1,6 @@
 """SciREX reader: one `Document` per line of the official `{train,dev,test}.jsonl` (or `.jsonl.gz`).
 
-Source format (notes/scirex_coref.md §1): `words` is the whole document; every span is a
+Source format (docs/scirex_coref.md §1): `words` is the whole document; every span is a
 word-level `[start, end)` into it. What a `Document` holds:
 
 - **entities**: the salient clusters (`coref`), in the file's key order; `Entity.id` is the

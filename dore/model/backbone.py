@@ -9,7 +9,7 @@
   GanjinZero/biobart-large, allenai/led-base-16384, a local directory).
 
 It adds the layout's symbol names as special tokens, grows the embeddings and, with
-`init="number"`, initialises them as method.md §5 says. `load_trained(directory, layout)`
+`init="number"`, initialises them as docs/method.md §5 says. `load_trained(directory, layout)`
 reloads a DORE model saved with `Backbone.save_pretrained` (safetensors only).
 """
 
@@ -192,7 +192,7 @@ def embedding_matrices(model: PreTrainedModel) -> list[torch.Tensor]:
 
 
 def symbol_init_pieces(tokenizer: PreTrainedTokenizerBase, layout: IdLayout) -> dict[str, list[int]]:
-    """Each symbol name -> the ordinary pieces its embedding is averaged from (method.md §5).
+    """Each symbol name -> the ordinary pieces its embedding is averaged from (docs/method.md §5).
 
     `<e_k>` from the number `str(k)`, relation and NA symbols from their names' words, each
     word tokenized as in the marked input. Special tokens and bare prefix pieces (`▁`, `Ġ`)

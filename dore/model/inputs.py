@@ -1,6 +1,6 @@
 """Source sequences: a document's words with every mention wrapped in its entity's symbol.
 
-`<e_k> mention words <e_k>` (method.md §3). The markers are spliced in as ids between the
+`<e_k> mention words <e_k>` (docs/method.md §3). The markers are spliced in as ids between the
 word pieces of a single tokenization of the document's words, so every word keeps exactly
 the pieces it gets without markers, for every tokenizer. (Tokenizing marked *text* is not
 safe: BART's tokenizer in transformers 4.x stripped the space after special tokens, so the

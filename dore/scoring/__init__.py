@@ -1,1 +1,1 @@
-"""Scorers with the official semantics of each benchmark (evaluation.md); scores in percent."""
+"""Scorers with the official semantics of each benchmark (docs/evaluation.md); scores in percent."""

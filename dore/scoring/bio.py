@@ -1,6 +1,6 @@
 """CDR and GDA relation scores: ATLOP's candidate-pair F1 and DORE's own micro variant.
 
-The scorers do not share semantics (../shared/notes/evaluation.md §3), so each result names its
+The scorers do not share semantics (docs/evaluation.md §3), so each result names its
 scorer. `candidate_f1` ("atlop_candidate_f1") is the one to report for every system. `dore_variant_f1`
 ("dore_micro") reproduces the numbers DORE's own `evaluate.py` prints.
 

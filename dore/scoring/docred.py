@@ -1,7 +1,7 @@
 """DocRED and Re-DocRED relation-extraction scores, computed as the official scorers compute them.
 
 `docred_score` follows `thunlp/DocRED` `code/evaluation.py` (commit 6c79803) step for step
-(../shared/notes/evaluation.md §1). `redocred_breakdown` adds the subsets of `tonytan48/Re-DocRED`
+(docs/evaluation.md §1). `redocred_breakdown` adds the subsets of `tonytan48/Re-DocRED`
 `official_evaluate_benchmark` (§2).
 
 Predictions use the official submission format, ``{"title", "h_idx", "t_idx", "r", "evidence"?}``.

@@ -1,4 +1,4 @@
-"""SciREX relation scorers and coreference cluster metrics (notes/evaluation.md §4).
+"""SciREX relation scorers and coreference cluster metrics (docs/evaluation.md §4).
 
 Every function is pure and returns a dict of scores in **percent** (0-100) that names its
 scorer (`"scorer"`) and, for relations, its arity (`"n"`). Gold is always the `list[Document]`

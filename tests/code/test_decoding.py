@@ -28,6 +28,7 @@ from transformers.models.bert.modeling_bert import BertCrossAttention
 from dore.decoding.constraint import Rules, SymbolConstraint, random_walk, slot_mask
 from dore.decoding.generate import Decoded, generate_rows, generate_sequence
 from dore.decoding.reference import allowed_tokens_fn, time_constraint_step
+from dore.model.inputs import encode
 from dore.symbolic.layout import EntityBlock, IdLayout, cdr_layout, scirex_layout
 
 VOCAB = 300
@@ -395,6 +396,27 @@ def test_rows_encode_once_equals_reencoding(family, num_beams):
     assert sum(len(r.codes) for r in rows) > 0
     for row, ref in zip(rows, reference):
         assert row.codes == ref[:len(row.codes)] and (not row.finished or ref[len(row.codes)] == layout.eos_code)
+
+
+def test_decoding_encodes_as_training_does(family):
+    """Every path reads a document through `encode`: LED gets global attention on the first token
+    of each window when it decodes, as it does in training (without it, states moved by 0.0127)."""
+    layout, heads_per_doc = TOY, [[0, 2], [1]]
+    input_ids, mask = documents(2, pad=family.pad)
+    seen = []
+    hook = family.model.get_encoder().register_forward_hook(lambda module, args, out: seen.append(out.last_hidden_state))
+    try:
+        generate_rows(family.model, input_ids, mask, heads_per_doc, layout=layout, code_to_id=family.ids(layout),
+                      decoder_prefix=family.prefix, doc_slots=slot_mask(layout, [[0, 2, 5], [1, 4]]),
+                      max_new_tokens=2, symbol_head=True)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        trained = encode(family.model, input_ids, mask)
+    assert len(seen) == 1 and torch.allclose(seen[0], trained, atol=1e-6)
+    if family.model.config.model_type == "led":  # the global attention really changes the states
+        plain = family.model.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        assert not torch.allclose(plain, trained, atol=1e-4)
 
 
 @pytest.mark.parametrize("biased", [False, True])

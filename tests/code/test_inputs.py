@@ -45,7 +45,7 @@ def _doc(tokens: str, spans: list[list[tuple[int, int]]]) -> Document:
 
 
 def test_markers_leave_every_word_its_own_pieces(backbone, layout, docs):
-    """method.md §3: stripping the marker ids gives back the unmarked tokenization, exactly."""
+    """docs/method.md §3: stripping the marker ids gives back the unmarked tokenization, exactly."""
     tok, markers = backbone.tokenizer, set(backbone.code_to_id[:-1])
     not_words = markers | set(tok.all_special_ids)
     space = {"t5": "▁", "bart": "Ġ", "led": "Ġ"}.get(backbone.family)

@@ -1,4 +1,4 @@
-"""The repair rules of the parser (evaluation.md §6 case 17): each counted, none shifts later tuples."""
+"""The repair rules of the parser (docs/evaluation.md §6 case 17): each counted, none shifts later tuples."""
 
 from collections import Counter
 

@@ -1,4 +1,4 @@
-"""Parity tests for the CDR/GDA scorers (../shared/notes/evaluation.md §3, §6 cases 8-9).
+"""Parity tests for the CDR/GDA scorers (docs/evaluation.md §3, §6 cases 8-9).
 
 Each expected number is worked out by hand, in the comment above its assertion. ATLOP's smoothing
 is P = TP/(TP+FP+1e-5), R = TP/(TP+FN+1e-5), F1 = 2PR/(P+R+1e-5).

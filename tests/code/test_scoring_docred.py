@@ -1,4 +1,4 @@
-"""Parity tests for the DocRED / Re-DocRED scorers (../shared/notes/evaluation.md §1, §2, §6 cases 1-7).
+"""Parity tests for the DocRED / Re-DocRED scorers (docs/evaluation.md §1, §2, §6 cases 1-7).
 
 Each expected number is worked out by hand, in the comment above its assertion, from the rules of
 the official scripts.

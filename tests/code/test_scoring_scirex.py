@@ -1,4 +1,4 @@
-"""SciREX scorers on hand-made documents: evaluation.md §6 cases 10-15, numbers computed by hand."""
+"""SciREX scorers on hand-made documents: docs/evaluation.md §6 cases 10-15, numbers computed by hand."""
 
 import json
 from pathlib import Path

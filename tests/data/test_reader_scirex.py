@@ -11,7 +11,7 @@ from dore.data.model import DataError, Document
 from dore.data.scirex import SCIREX_TYPES, read_scirex
 from dore.scoring.scirex import OFFICIAL_SLOT_ORDER, PAIR_LABELS, dore_micro, scirex_official
 
-# Counts from notes/scirex_coref.md §1. "In source" = before the sub-method merge.
+# Counts from docs/scirex_coref.md §1. "In source" = before the sub-method merge.
 EXPECTED = {
     "dev.jsonl": dict(documents=66, relations=251, entities=500, ner_spans=23_365, empty_clusters_in_source=129,
                       relations_all_mentioned_in_source=63, empty_clusters=119, relations_all_mentioned=72),

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from dore.analysis import attention_statistics, generate_codes, main, render, sequence_decoding, tuple_attention
+from dore.config import DecodingConfig
 from dore.data.docred import load_rel_info, read_docred
 from dore.data.model import DataError, write_jsonl
-from dore.layout import docred_layout
+from dore.extract import Extractor
 from dore.model.backbone import load_backbone
-from dore.predict import DecodingConfig, Extractor
+from dore.symbolic.layout import docred_layout
 
 N_TUPLES = 4
 # No EOS before the budget: an untrained model then emits exactly N_TUPLES (h t r) tuples.

@@ -1,8 +1,8 @@
 """The two baselines on real Re-DocRED documents: lexical generation and the ATLOP classifier.
 
 Learning tests memorise 3 short documents through the whole chain of each baseline (targets or
-labels -> training with dore.train's pieces -> generation + parse or threshold decoding -> the
-official scorer); a break anywhere keeps F1 near 0.
+labels -> training with the methods' pieces or the one training loop -> generation + parse or
+threshold decoding -> the official scorer); a break anywhere keeps F1 near 0.
 """
 
 import math
@@ -13,15 +13,29 @@ import pytest
 import torch
 from torch import nn
 
-from dore.baselines.classifier import ATLOP, RelationClassifier, at_loss, at_predict, train_classifier
-from dore.baselines.lexical import (SEPARATORS, add_separator_tokens, ids_to_text, lexical_sequences,
-                                    lexical_target, lexical_target_ids, lexical_target_lengths, mention_words,
-                                    parse_lexical, predict_lexical, relation_names_of)
+from dore.config import TrainConfig
 from dore.data.docred import load_rel_info, read_docred
-from dore.evaluate import score
-from dore.layout import docred_layout
+from dore.methods.classifier import ClassifierMethod, RelationClassifier
+from dore.methods.lexical import (
+    SEPARATORS,
+    add_separator_tokens,
+    ids_to_text,
+    lexical_sequences,
+    lexical_target,
+    lexical_target_ids,
+    lexical_target_lengths,
+    mention_words,
+    parse_lexical,
+    predict_lexical,
+    relation_names_of,
+)
+from dore.methods.seq2seq import collate, make_examples, param_groups, row_loss
+from dore.model.atlop import ATLOP, at_loss, at_predict
 from dore.model.backbone import load_backbone
-from dore.train import TrainConfig, collate, make_examples, param_groups, row_loss
+from dore.scoring.score import score
+from dore.stages import scalars
+from dore.symbolic.layout import docred_layout
+from dore.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +105,7 @@ def test_lexical_sequences_contract_and_cut_at_a_triplet(real):
 
 
 def fit_lexical(backbone, layout, docs, cfg: TrainConfig) -> list[float]:
-    """The lexical training step as dore.train runs it: the same examples, collate, row_loss
+    """The lexical training step as the one loop runs it: the same examples, collate, row_loss
     (full-vocabulary softmax: no symbol head), AdamW groups, warm-up/decay and clipping."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -107,7 +121,7 @@ def fit_lexical(backbone, layout, docs, cfg: TrainConfig) -> list[float]:
     model.train()
     losses = []
     for _ in range(cfg.max_steps):
-        loss, _ = row_loss(model, backbone.family, batch, code_to_id=None)
+        loss, _ = row_loss(model, batch, code_to_id=None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -123,7 +137,9 @@ def test_tiny_bart_learns_lexical_targets_of_three_real_documents(real, short_do
     torch.manual_seed(0)
     backbone = load_backbone("tiny-bart", layout, seed=0)
     add_separator_tokens(backbone)
-    losses = fit_lexical(backbone, layout, short_docs, TrainConfig(lr=3e-3, warmup_ratio=0.05, max_steps=150))
+    # lr_new=None: one learning rate for every parameter (the calibrated setting; TrainConfig's default is 1e-3)
+    losses = fit_lexical(backbone, layout, short_docs, TrainConfig(lr=3e-3, lr_new=None, warmup_ratio=0.05,
+                                                                   max_steps=150))
     assert losses[-1] < 0.3 * losses[0]
 
     predictions, counts = predict_lexical(backbone, layout, short_docs, max_new_tokens=200)
@@ -196,17 +212,28 @@ def test_mention_starts_point_at_start_markers_also_after_truncation(real, short
 
 
 def test_classifier_learns_three_real_documents_and_reloads(real, short_docs, tmp_path):
+    """The classifier in the one training loop: it learns, the model saved at the best dev epoch
+    is the selected one, and it reloads (safetensors only) predicting exactly as when it was saved."""
     _, layout = real
-    classifier = RelationClassifier.from_backbone(load_backbone("tiny-bart", layout, seed=0), layout, seed=0)
     cfg = TrainConfig(epochs=60, lr=3e-3, warmup_ratio=0.05, batch_docs=3, eval_every_epochs=20,
                       mixed_precision="no", log_every_steps=20)
+    method = ClassifierMethod(cfg, load_backbone("tiny-bart", layout, seed=0), layout)
     saved = []
-    result = train_classifier(cfg, classifier, short_docs, short_docs, on_best=lambda c, m: saved.append(m["epoch"]))
-    assert result.steps == 60 and result.best_dev["f1"] >= 90, result.history
-    assert saved and saved[-1] == result.best_dev["epoch"]
 
-    predictions = classifier.predict(short_docs)
-    assert score(predictions, short_docs)["f1"] == pytest.approx(result.best_dev["f1"])  # best weights restored
-    classifier.save_pretrained(tmp_path / "clf")
+    def evaluate_dev(model, at):
+        return scalars(score(method.predict(short_docs), short_docs, train_docs=short_docs))
+
+    def on_best(model, metrics):
+        method.save(tmp_path / "clf", dev_metrics=metrics)
+        saved.append((metrics["epoch"], method.predict(short_docs)))
+
+    result = train(cfg, method, short_docs, tmp_path / "train", evaluate_dev=evaluate_dev, on_best=on_best)
+    assert result.steps == 60 and result.best_dev["f1"] >= 90, result.history
+    assert saved and saved[-1][0] == result.best_dev["epoch"]
+
     assert not [p for p in (tmp_path / "clf").iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
-    assert RelationClassifier.from_pretrained(tmp_path / "clf").predict(short_docs) == predictions
+    reloaded = RelationClassifier.from_pretrained(tmp_path / "clf")
+    assert reloaded.card["dev_metrics"] == result.best_dev
+    predictions = reloaded.predict(short_docs)
+    assert predictions == saved[-1][1]  # the selected weights, as they predicted when saved
+    assert score(predictions, short_docs)["f1"] == pytest.approx(result.best_dev["f1"])

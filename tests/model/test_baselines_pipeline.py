@@ -1,6 +1,6 @@
-"""The baselines as pipeline stages: `dore.train` with lexical targets, and the comparison runner's
-`lexical` and `classifier` rows on the shipped config's smoke section (tiny-bart, 3 / 2 / 2 real
-documents, 2 steps) -- trained, selected on dev, scored on test, with every column."""
+"""The baselines as pipeline stages: the one training loop with the lexical method, and the
+comparison runner's `lexical` and `classifier` rows on the shipped config's smoke section (tiny-bart,
+3 / 2 / 2 real documents, 2 steps) -- trained, selected on dev, scored on test, with every column."""
 
 import csv
 import json
@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
-import dore.train
-from dore import experiments
-from dore.baselines import lexical
-from dore.baselines.classifier import RelationClassifier
-from dore.baselines.lexical import LEXICAL_CARD, add_separator_tokens, lexical_target_ids, relation_names_of
+import dore.methods.lexical
+from dore import experiments, stages
+from dore.config import TrainConfig
 from dore.data.docred import load_rel_info, read_docred
-from dore.layout import docred_layout
+from dore.extract import Extractor
+from dore.methods.classifier import RelationClassifier
+from dore.methods.lexical import LEXICAL_CARD, LexicalMethod, lexical_target_ids, relation_names_of
+from dore.methods.seq2seq import IGNORE
 from dore.model.backbone import load_backbone
-from dore.predict import Extractor
-from dore.train import IGNORE, TrainConfig
+from dore.symbolic.layout import docred_layout
+from dore.training.loop import train
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "comparisons.yaml"
 RUNS = ("lexical-seed42", "classifier-seed42")
@@ -34,29 +35,22 @@ def real(shared_data):
     return short, layout
 
 
-def test_lexical_targets_need_sequence_mode(real, tmp_path):
-    docs, layout = real
-    backbone = load_backbone("tiny-bart", layout, seed=0)
-    add_separator_tokens(backbone)
-    with pytest.raises(ValueError, match="target_format='lexical'.*mode='sequence', not 'rows'"):
-        dore.train.train(TrainConfig(target_format="lexical", mode="rows"), backbone, layout, docs, tmp_path)
-    assert not any(tmp_path.iterdir())  # refused before anything was written
-
-
 def test_lexical_training_feeds_text_targets_to_a_full_vocabulary_loss(real, tmp_path, monkeypatch):
     docs, layout = real
     backbone = load_backbone("tiny-bart", layout, seed=0)
-    add_separator_tokens(backbone)
     calls = []
-    real_loss = dore.train.row_loss
+    real_loss = dore.methods.lexical.row_loss
 
-    def spy(model, family, batch, **kwargs):
+    def spy(model, batch, **kwargs):
         calls.append((batch, kwargs))
-        return real_loss(model, family, batch, **kwargs)
+        return real_loss(model, batch, **kwargs)
 
-    monkeypatch.setattr(dore.train, "row_loss", spy)
-    cfg = TrainConfig(target_format="lexical", mode="sequence", max_steps=1, batch_docs=2, mixed_precision="no")
-    result = dore.train.train(cfg, backbone, layout, docs, tmp_path, resume=False)
+    monkeypatch.setattr(dore.methods.lexical, "row_loss", spy)
+    # mode="rows" as given: the lexical method writes one sequence per document whatever the mode
+    cfg = TrainConfig(mode="rows", max_steps=1, batch_docs=2, mixed_precision="no")
+    method = LexicalMethod(cfg, backbone, layout)  # adds the separators
+    assert method.cfg.mode == "sequence"
+    result = train(cfg, method, docs, tmp_path, resume=False)
     assert result.steps == 1 and not +Counter(result.counts)  # nothing truncated or cut
     [(batch, kwargs)] = calls
     assert kwargs["code_to_id"] is None  # words, not symbols: the whole vocabulary
@@ -127,7 +121,7 @@ def test_lexical_model_is_its_own_format_and_resumes_as_finished(baseline_rows):
     params = next(r.params for r in experiments.plan(experiments.load_config(CONFIG, smoke=True), out)
                   if r.id == "lexical-seed42")
     log = (out / "lexical-seed42" / "docred" / "train" / "train_log.jsonl").read_text()
-    summary = lexical.train(params, resume=True)  # the step-2 checkpoint loads into the grown vocabulary
+    summary = stages.train(params, method="lexical", resume=True)  # the step-2 checkpoint loads into the grown vocabulary
     assert summary["steps"] == 2 and summary["best_dev"]["step"] == card["dev_metrics"]["step"]
     assert (out / "lexical-seed42" / "docred" / "train" / "train_log.jsonl").read_text() == log
 

@@ -1,6 +1,6 @@
 """The comparison runner on the shipped config's smoke section (tiny-bart, 3 / 2 / 2 real documents,
 2 steps): rows with every column, the rendered table and curves, skipping finished runs, resuming an
-interrupted one, pending baselines, and the one-factor rule."""
+interrupted one, and the one-factor rule."""
 
 import csv
 import json
@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import dore.pipeline
-import dore.train
-from dore import experiments
+import dore.methods.dore
+from dore import experiments, stages
 from dore.model import entities
-from dore.train import Checkpointer
+from dore.training.checkpoint import Checkpointer
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "comparisons.yaml"
 BASE, VARIANT = "base-seed42", "sampling-none-seed42"
@@ -30,11 +29,11 @@ def comparison(shared_data, tmp_path_factory):
     """Base runs whole; the variant is interrupted after step 1, then a run of both resumes it."""
     out = tmp_path_factory.mktemp("comparisons")
     trained, loaded = [], []
-    real_train, real_loop, real_load = dore.pipeline.train, dore.train.train, Checkpointer.load
+    real_train, real_loop, real_load = stages.train, stages.train_loop, Checkpointer.load
 
-    def counting_train(params, *, resume):
+    def counting_train(params, **kwargs):
         trained.append(Path(params.artifacts).name)
-        return real_train(params, resume=resume)
+        return real_train(params, **kwargs)
 
     def killed_at_step_2(*args, **kwargs):
         def on_log(record):
@@ -48,10 +47,10 @@ def comparison(shared_data, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DORE_DATA", str(shared_data))
-        mp.setattr(dore.pipeline, "train", counting_train)
+        mp.setattr(stages, "train", counting_train)
         experiments.run_all(CONFIG, out, only=[BASE], smoke=True)
         with mp.context() as cut:
-            cut.setattr(dore.train, "train", killed_at_step_2)
+            cut.setattr(stages, "train_loop", killed_at_step_2)
             with pytest.raises(Interrupt):
                 experiments.run_all(CONFIG, out, only=[VARIANT], smoke=True)
         interrupted_rows = json.loads((out / "results.json").read_text())
@@ -126,21 +125,10 @@ def test_rerun_skips_finished_runs(comparison, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(dore.pipeline, "train", no_training)
-    monkeypatch.setattr(dore.pipeline, "evaluate", no_training)
+    monkeypatch.setattr(stages, "train", no_training)
+    monkeypatch.setattr(stages, "evaluate", no_training)
     rows = experiments.run_all(CONFIG, comparison["out"], only=[BASE, VARIANT], smoke=True)
     assert {r["id"]: r for r in rows} == comparison["rows"]
-
-
-def test_a_kind_without_entry_points_gives_a_pending_row(tmp_path, monkeypatch):
-    monkeypatch.setitem(experiments.RUNNERS, "lexical", experiments.Runner("dore.baselines.lexical", train="fit_me"))
-    monkeypatch.setitem(experiments.RUNNERS, "classifier", experiments.Runner("dore.baselines.not_written"))
-    rows = experiments.run_all(CONFIG, tmp_path, only=["lexical", "classifier"], smoke=True)
-    assert [(r["id"], r["status"]) for r in rows] == [("lexical-seed42", "pending"), ("classifier-seed42", "pending")]
-    assert "dore.baselines.lexical has no fit_me" in rows[0]["reason"]
-    assert "module dore.baselines.not_written is missing" in rows[1]["reason"]
-    assert "Pending:" in (tmp_path / "results.md").read_text()
-    assert not (tmp_path / "_data").exists()  # nothing converted or trained for them
 
 
 def test_a_folder_of_another_configuration_is_refused(tmp_path):
@@ -180,12 +168,12 @@ def test_every_switch_trains_decodes_and_scores_end_to_end(shared_data, tmp_path
     assert {"sampling-none", "sampling-random-0.1", "sampling-diagonal-1", "sampling-all", "order-annotation",
             "order-random", "mode-sequence", "init-random", "entity-embeddings"} <= set(names)
     current, targets, first_entity = [""], {}, {}
-    real_train, real_sequences, real_backbone = (dore.pipeline.train, dore.train.decoder_sequences,
-                                                 dore.pipeline.initial_backbone)
+    real_train, real_sequences, real_backbone = (stages.train, dore.methods.dore.decoder_sequences,
+                                                 stages.initial_backbone)
 
-    def tagging_train(params, *, resume):
+    def tagging_train(params, **kwargs):
         current[0] = Path(params.artifacts).name
-        return real_train(params, resume=resume)
+        return real_train(params, **kwargs)
 
     def recording_sequences(ex, *args, epoch, **kwargs):
         seqs = real_sequences(ex, *args, epoch=epoch, **kwargs)
@@ -199,9 +187,9 @@ def test_every_switch_trains_decodes_and_scores_end_to_end(shared_data, tmp_path
         return backbone
 
     monkeypatch.setenv("DORE_DATA", str(shared_data))
-    monkeypatch.setattr(dore.pipeline, "train", tagging_train)
-    monkeypatch.setattr(dore.train, "decoder_sequences", recording_sequences)
-    monkeypatch.setattr(dore.pipeline, "initial_backbone", recording_backbone)
+    monkeypatch.setattr(stages, "train", tagging_train)
+    monkeypatch.setattr(dore.methods.dore, "decoder_sequences", recording_sequences)
+    monkeypatch.setattr(stages, "initial_backbone", recording_backbone)
     rows = {r["name"]: r for r in experiments.run_all(CONFIG, tmp_path, only=[BASE] + names[1:], smoke=True)}
     assert set(rows) == set(names)
     for name, row in rows.items():

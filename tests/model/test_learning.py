@@ -5,14 +5,15 @@ scorer. A break anywhere (targets, prefixes, label shift, code <-> id mapping, c
 entity numbering, scorer) keeps F1 far below 95.
 """
 
-import pytest
 
+from dore.config import DecodingConfig, TrainConfig
 from dore.data.docred import load_rel_info, read_docred
-from dore.evaluate import score
-from dore.layout import docred_layout
+from dore.extract import Extractor
+from dore.methods.dore import DoreMethod
 from dore.model.backbone import load_backbone
-from dore.predict import DecodingConfig, Extractor
-from dore.train import TrainConfig, train
+from dore.scoring.score import score
+from dore.symbolic.layout import docred_layout
+from dore.training.loop import train
 
 
 def test_tiny_bart_memorises_five_real_documents(shared_data, tmp_path):
@@ -23,7 +24,7 @@ def test_tiny_bart_memorises_five_real_documents(shared_data, tmp_path):
     backbone = load_backbone("tiny-bart", layout, seed=0)
     cfg = TrainConfig(backbone="tiny-bart", mode="rows", sampling="none", epochs=200, lr=3e-3, warmup_ratio=0.05,
                       batch_docs=5, checkpoint_every_steps=10**6, log_every_steps=50, mixed_precision="no")
-    result = train(cfg, backbone, layout, picked, tmp_path)
+    result = train(cfg, DoreMethod(cfg, backbone, layout), picked, tmp_path)
     assert result.history[-1]["train_loss"] < 0.1
 
     extractor = Extractor(backbone, layout, DecodingConfig(mode="rows"))

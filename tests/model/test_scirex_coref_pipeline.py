@@ -5,9 +5,16 @@ import json
 
 import pytest
 
-from dore import pipeline
-from dore.pipeline import PipelineParams
-from dore.train import TrainConfig
+from dore import stages
+from dore.config import PipelineParams, TrainConfig, artifacts_dir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _data(shared_data):
+    """The stages (convert, coref) read the data through `$DORE_DATA`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DORE_DATA", str(shared_data))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -16,16 +23,16 @@ def trained(tmp_path_factory):
                             limit_dev=1, limit_test=2, tune_na_biases=[0.0],
                             train=TrainConfig(backbone="tiny-bart", epochs=1, max_steps=1, batch_docs=2,
                                               chunk_length=256, max_source_length=1024, mixed_precision="no"))
-    pipeline.convert(params)
-    pipeline.train(params, resume=False)
+    stages.convert(params)
+    stages.train(params, resume=False)
     return params
 
 
 @pytest.mark.parametrize("backend, setting", [("gold", "gold_input"), ("string-match", "pred_coref_gold_mentions")])
 def test_coref_then_dore_then_official_scores(trained, backend, setting):
-    summary = pipeline.coref(trained, backend)
+    summary = stages.coref(trained, backend)
     assert summary["setting"] == setting and summary["docs"] == 66  # the whole official dev file
-    record = pipeline.evaluate_with_coref(trained, backend)
+    record = stages.evaluate_with_coref(trained, backend)
     assert record["setting"] == setting and record["documents"] == 2
     for scorer in ("scirex_official", "dore_micro"):
         assert set(record[scorer]) == {"2ary", "4ary"}
@@ -34,10 +41,10 @@ def test_coref_then_dore_then_official_scores(trained, backend, setting):
         assert quality["avg_f1"] == pytest.approx(100.0)
     else:
         assert 0 < quality["avg_f1"] < 100
-    on_disk = json.loads((pipeline.artifacts_dir(trained) / f"metrics_{backend}.json").read_text())
+    on_disk = json.loads((artifacts_dir(trained) / f"metrics_{backend}.json").read_text())
     assert on_disk["backend"] == backend and on_disk["setting"] == setting
 
 
 def test_coref_is_refused_for_other_datasets(tmp_path):
     with pytest.raises(ValueError, match="SciREX only"):
-        pipeline.coref(PipelineParams(dataset="cdr", artifacts=str(tmp_path)), "gold")
+        stages.coref(PipelineParams(dataset="cdr", artifacts=str(tmp_path)), "gold")

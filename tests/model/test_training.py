@@ -5,10 +5,13 @@ from collections import Counter
 
 import pytest
 
+from dore.config import TrainConfig
 from dore.data.docred import load_rel_info, read_docred
-from dore.layout import docred_layout
+from dore.methods.dore import DoreMethod
 from dore.model.backbone import load_backbone
-from dore.train import Checkpointer, TrainConfig, train
+from dore.symbolic.layout import docred_layout
+from dore.training.checkpoint import Checkpointer
+from dore.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def run(small, out, *, stop_at=None):
             raise Interrupt  # as if killed right after the checkpoint of step stop_at - 1
 
     backbone = load_backbone("tiny-t5", layout, seed=0)
-    return train(cfg, backbone, layout, docs, out, on_log=on_log)
+    return train(cfg, DoreMethod(cfg, backbone, layout), docs, out, on_log=on_log)
 
 
 def step_losses(history):
@@ -63,8 +66,9 @@ def test_symbol_loss_and_length_buckets_equal_the_full_forward(small, family):
     decoding rows in length buckets changes nothing but the padding."""
     import torch
 
-    from dore.sampling import SamplingConfig
-    from dore.train import IGNORE, collate, decoder_sequences, make_examples, row_forward, row_loss, token_loss
+    from dore.methods.dore import decoder_sequences
+    from dore.methods.seq2seq import IGNORE, collate, make_examples, row_forward, row_loss, token_loss
+    from dore.symbolic.sampling import SamplingConfig
 
     docs, layout = small
     backbone = load_backbone(family, layout, seed=0)
@@ -78,14 +82,14 @@ def test_symbol_loss_and_length_buckets_equal_the_full_forward(small, family):
     assert lengths.max() > 2 * lengths.min()  # buckets really differ in width
     ids = torch.tensor(backbone.code_to_id)
     with torch.no_grad():
-        logits = row_forward(model, backbone.family, batch)
+        logits = row_forward(model, batch)
         full, n = token_loss(logits, batch["labels"], 0.0)
         to_code = torch.full((int(ids.max()) + 1,), IGNORE)
         to_code[ids] = torch.arange(len(ids))
         labels = batch["labels"]
         restricted, _ = token_loss(logits[..., ids], torch.where(labels == IGNORE, labels, to_code[labels.clamp(min=0)]), 0.0)
-        bucketed, n_b = row_loss(model, backbone.family, batch, bucket=True)
-        symbol, n_s = row_loss(model, backbone.family, batch, code_to_id=ids, bucket=True)
+        bucketed, n_b = row_loss(model, batch, bucket=True)
+        symbol, n_s = row_loss(model, batch, code_to_id=ids, bucket=True)
     assert n == n_b == n_s
     assert bucketed.item() == pytest.approx(full.item(), abs=1e-4)
     assert symbol.item() == pytest.approx(restricted.item(), abs=1e-4)
@@ -93,7 +97,7 @@ def test_symbol_loss_and_length_buckets_equal_the_full_forward(small, family):
 
 
 def test_length_grouped_batches_are_a_shuffled_partition():
-    from dore.train import epoch_batches
+    from dore.training.batching import epoch_batches
 
     lengths = [(i * 37) % 101 for i in range(103)]
     batches = epoch_batches(lengths, 4, seed=1, epoch=0, group_by_length=True)
@@ -109,11 +113,11 @@ def test_a_budget_that_stops_mid_epoch_still_selects_a_model(small, tmp_path):
     docs, layout = small
     cfg = TrainConfig(backbone="tiny-t5", epochs=3, max_steps=2, batch_docs=2, log_every_steps=1, mixed_precision="no")
     selected = []
-    result = train(cfg, load_backbone("tiny-t5", layout, seed=0), layout, docs, tmp_path,
+    result = train(cfg, DoreMethod(cfg, load_backbone("tiny-t5", layout, seed=0), layout), docs, tmp_path,
                    evaluate_dev=lambda model, epoch: {"f1": 1.0}, on_best=lambda model, m: selected.append(m))
     assert result.steps == 2 and result.epochs_done == 0
     assert [m["epoch"] for m in selected] == [pytest.approx(2 / 3, abs=1e-3)] and result.best_dev["step"] == 2
-    again = train(cfg, load_backbone("tiny-t5", layout, seed=0), layout, docs, tmp_path, resume=False)
+    again = train(cfg, DoreMethod(cfg, load_backbone("tiny-t5", layout, seed=0), layout), docs, tmp_path, resume=False)
     logged = (tmp_path / "train_log.jsonl").read_text().splitlines()
     assert len(logged) == len(again.history)  # a fresh run does not append to the old log
 
@@ -124,15 +128,16 @@ def test_entity_embeddings_train_save_and_reload(small, tmp_path, spec):
     `Extractor.from_pretrained`, which then extracts exactly what the trained model extracted."""
     import torch
 
+    from dore.config import DecodingConfig
+    from dore.extract import Extractor
     from dore.model import entities
-    from dore.pipeline import initial_backbone
-    from dore.predict import DecodingConfig, Extractor
+    from dore.model.backbone import initial_backbone
 
     docs, layout = small
     cfg = TrainConfig(backbone=spec, max_steps=2, epochs=2, lr=1e-4, lr_new=1e-2, batch_docs=2, log_every_steps=1,
                       checkpoint_every_steps=10**6, mixed_precision="no", entity_embeddings=True)
     backbone = initial_backbone(cfg, layout)
-    train(cfg, backbone, layout, docs[:4], tmp_path / "train")
+    train(cfg, DoreMethod(cfg, backbone, layout), docs[:4], tmp_path / "train")
     trained = entities.of(backbone.model)
     assert trained is not None and float(trained.project.weight.detach().abs().sum()) > 0  # zero at the start
     extractor = Extractor(backbone, layout, DecodingConfig(mode="rows", symbol_head=True))
@@ -148,7 +153,7 @@ def test_entity_embeddings_train_save_and_reload(small, tmp_path, spec):
 
 
 def test_entity_embeddings_need_the_symbol_loss(small):
-    from dore.pipeline import initial_backbone
+    from dore.model.backbone import initial_backbone
 
     with pytest.raises(ValueError, match="symbol_loss"):
         initial_backbone(TrainConfig(backbone="tiny-bart", symbol_loss=False, entity_embeddings=True), small[1])
