@@ -151,7 +151,9 @@ def with_train_options(command: Callable) -> Callable:
     """Give `command` one option per `TrainConfig` field (`--lr`, `--entity-embeddings/--no-...`),
     derived from the config, so each parameter is declared once; unset options stay None."""
     signature = inspect.signature(command)
-    declared = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    hints = typing.get_type_hints(command, include_extras=True)  # this module's annotations are strings
+    declared = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+                if p.kind is not inspect.Parameter.VAR_KEYWORD]
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         kind, choices = _option_type(field.annotation)

@@ -328,7 +328,7 @@ class Results:
         return row is not None and row["status"] == "done"
 
     def put(self, row: dict) -> None:
-        """Replace the row of the same run and configuration (a pending one), else append."""
+        """Replace the row of the same run and configuration, else append."""
         self.rows = [r for r in self.rows if (r["id"], r["config_hash"]) != (row["id"], row["config_hash"])] + [row]
         atomic_write_text(self.folder / RESULTS_JSON, json.dumps(self.rows, indent=1))
 
@@ -370,9 +370,6 @@ def render_markdown(rows: Sequence[dict]) -> str:
         lines += ["", "| configuration | seeds | F1 | Ign F1 |", "|---|---|---|---|"]
         lines += [f"| {name} | {len(group)} | {_mean_sd([r['f1'] for r in group])} | "
                   f"{_mean_sd([r['ign_f1'] for r in group])} |" for name, group in seeded.items()]
-    pending = [row for row in rows if row["status"] == "pending"]
-    if pending:
-        lines += ["", "Pending:"] + [f"- {row['id']}: {row['reason']}" for row in pending]
     return "\n".join(lines) + "\n"
 
 
