@@ -32,6 +32,7 @@ from dore.scoring.score import score as score_predictions
 from dore.symbolic.layout import default_layout
 from dore.symbolic.linearize import build_targets
 from dore.symbolic.sampling import SamplingConfig
+from dore.training.loop import processes
 
 set_offline_defaults()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -214,9 +215,9 @@ def train(
 ):
     """Stage train: fine-tune on the setting's train split, select on dev (never test)."""
     params = _params(dataset, artifacts, limit_train, limit_dev, limit_test, **train_options)
-    if not (artifacts_dir(params) / "docs" / "train.jsonl").exists():
-        stages.convert(params)
-    summary = stages.train(params, method=method, resume=resume)
+    summary = stages.train(params, method=method, resume=resume)  # converts the splits first if needed
+    if not processes().is_main_process:  # torchrun / accelerate launch: the main process reports
+        return
     console.print(_table(f"{dataset} training", {k: v for k, v in summary.items() if not isinstance(v, dict)}))
     if summary["best_dev"]:
         console.print(_table("selected on dev", {k: v for k, v in summary["best_dev"].items()}))

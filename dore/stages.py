@@ -36,7 +36,7 @@ from dore.scoring.score import docred_records, score
 from dore.symbolic.layout import IdLayout, default_layout
 from dore.symbolic.linearize import build_targets
 from dore.symbolic.sampling import SamplingConfig
-from dore.training.loop import TrainResult
+from dore.training.loop import TrainResult, processes
 from dore.training.loop import train as train_loop
 
 # --- data ----------------------------------------------------------------------------------------
@@ -143,8 +143,11 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
     `fresh`: start over (DVC removes a stage's outputs before it runs; the flow does the same).
     DORE then chooses its NA bias on dev (`tune_na_biases`)."""
     out = artifacts_dir(params)
-    if fresh:
-        shutil.rmtree(out / "train", ignore_errors=True)
+    with processes().main_process_first():  # the others read what the main process prepared
+        if fresh and processes().is_main_process:
+            shutil.rmtree(out / "train", ignore_errors=True)
+        if not (out / "docs" / "train.jsonl").exists() and processes().is_main_process:
+            convert(params)
     cfg = params.train
     layout = load_layout(params)
     train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
@@ -161,12 +164,14 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
     result = train_loop(cfg, trainer, train_docs, out / "train", evaluate_dev=evaluate_dev, on_best=on_best,
                         resume=resume and not fresh)
     summary = {**training_summary(result), **trainer.summary()}
-    if method == "dore" and result.best_dev is not None and len(params.tune_na_biases) > 1:
-        tuned = tune_decoding(params, na_biases=params.tune_na_biases)
-        summary["decoding_tuned_on_dev"] = {**tuned["chosen"], "dev_f1": tuned["dev_f1"]}
-    atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
-    if fresh:
-        export_training_curves(params)
+    if processes().is_main_process:  # with N processes only the main one tunes and writes; the others wait
+        if method == "dore" and result.best_dev is not None and len(params.tune_na_biases) > 1:
+            tuned = tune_decoding(params, na_biases=params.tune_na_biases)
+            summary["decoding_tuned_on_dev"] = {**tuned["chosen"], "dev_f1": tuned["dev_f1"]}
+        atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
+        if fresh:
+            export_training_curves(params)
+    processes().wait_for_everyone()
     return summary
 
 

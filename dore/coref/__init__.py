@@ -16,7 +16,7 @@ against the gold; `coref_quality` gives MUC, B³ and CEAF-e against the gold sal
 
 from dore.coref.backends import BACKENDS, CorefBackend, Gold, make_backend, resolve
 from dore.coref.compose import clusters_to_documents, score_relations
-from dore.coref.importers import FastCorefLog, FastcorefJsonl, char_spans_to_words, word_char_offsets
+from dore.coref.importers import FastcorefJsonl, FastCorefLog, char_spans_to_words, word_char_offsets
 from dore.coref.io import read_result, write_result
 from dore.coref.quality import coref_quality
 from dore.coref.result import SETTINGS, CorefDoc, CorefResult

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import broadcast, send_to_device, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, broadcast, send_to_device, set_seed
 from transformers import get_linear_schedule_with_warmup
 
 from dore.config import TrainConfig
@@ -46,7 +46,7 @@ class Method(Protocol):
         """A micro-batch of tensors, or None when the examples give nothing to learn from."""
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """(mean loss, number of items it averages over) of a batch under `model` (maybe wrapped)."""
+        """(mean loss, number of items it averages over) of a batch under `model`."""
 
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
         """AdamW parameter groups (learning rate and weight decay per group)."""
@@ -60,6 +60,25 @@ class TrainResult:
     history: list[dict]
     counts: dict
     seconds: float
+
+
+class LossOf(torch.nn.Module):
+    """A method's loss as one module's forward. DDP synchronises the gradients of what ran inside
+    its wrapper's forward, and a method's loss reaches into the model (encoder, symbol head)
+    rather than calling the model's own forward."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.model, self.method = method.model, method
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return self.method.loss(self.model, batch)
+
+
+def processes() -> PartialState:
+    """This process's place among those `torchrun` / `accelerate launch` started (one without
+    them). Without a GPU, accelerate joins CPU processes (gloo) only when asked to."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def mixed_precision(choice: str) -> str:
@@ -91,8 +110,10 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
     """Train `method.model` in place, checkpointing to `out_dir/checkpoints`, logging to
     `out_dir/train_log.jsonl`."""
     out_dir = Path(out_dir)
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg.mixed_precision),
-                              gradient_accumulation_steps=cfg.grad_accum)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(cfg.mixed_precision),
+                              gradient_accumulation_steps=cfg.grad_accum,
+                              # a method need not use every parameter in every batch (a pooler, a head)
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(cfg.seed)
     counts: Counter = Counter()
     examples = method.examples(train_docs, counts)
@@ -100,15 +121,15 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
     batches_per_epoch = math.ceil(len(examples) // world / cfg.batch_docs)
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    model = method.model
+    model = method.model  # what is checkpointed and selected; `loss_of` is what runs (DDP-wrapped with N processes)
     optimizer = torch.optim.AdamW(method.param_groups(cfg), lr=cfg.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    loss_of, optimizer = accelerator.prepare(LossOf(method), optimizer)
     ckpt = Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
     log_path = out_dir / "train_log.jsonl"
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": [], "seconds": 0.0}
     if resume and (latest := ckpt.latest()) is not None:
-        state = Checkpointer.load(latest, accelerator.unwrap_model(model), optimizer, scheduler)
+        state = Checkpointer.load(latest, model, optimizer, scheduler)
         counts = Counter(state.get("counts", counts))  # counted over the whole run, not this session only
         accelerator.print(f"resumed from {latest} (step {state['step']})")
         if accelerator.is_main_process:  # the log restarts from the checkpoint: no repeated steps
@@ -128,7 +149,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
             on_log(record)
 
     stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps  # a finished run resumes as finished
-    model.train()
+    loss_of.train()
     while not stop and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         batches = epoch_batches([len(e.input_ids) for e in examples], cfg.batch_docs, seed=cfg.seed, epoch=epoch,
@@ -142,9 +163,12 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
                 counts["batches_without_items"] += 1
                 continue
             batch = send_to_device(batch, accelerator.device)
-            with accelerator.accumulate(model):
-                loss, weight = method.loss(model, batch)
-                backward_and_step(accelerator, model, optimizer, scheduler, loss, cfg.max_grad_norm)
+            with accelerator.accumulate(loss_of):
+                loss, weight = loss_of(batch)
+                if world > 1:  # DDP averages the processes' gradients: weigh each by its share of the global batch
+                    total = accelerator.reduce(torch.tensor(float(weight), device=accelerator.device), "sum")
+                    loss = loss * (weight * world / total.clamp(min=1))
+                backward_and_step(accelerator, loss_of, optimizer, scheduler, loss, cfg.max_grad_norm)
             loss_sum, weight_sum = loss_sum + loss.item() * weight, weight_sum + weight
             if not accelerator.sync_gradients:
                 continue
@@ -158,7 +182,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
             stop = _agree(accelerator, stop)  # clocks differ across processes: the main one decides
             state["seconds"], state["counts"] = time.perf_counter() - start, dict(counts)
             if (state["step"] % cfg.checkpoint_every_steps == 0 or stop) and accelerator.is_main_process:
-                ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
+                ckpt.save(state["step"], model, optimizer, scheduler, state)
             if stop:
                 break
         epoch_done = state["batch_in_epoch"] >= len(batches)
@@ -172,19 +196,19 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
             at = epoch + 1 if epoch_done else round(epoch + state["batch_in_epoch"] / len(batches), 3)
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                model.eval()
-                metrics = evaluate_dev(accelerator.unwrap_model(model), at)
-                model.train()
+                loss_of.eval()
+                metrics = evaluate_dev(model, at)
+                loss_of.train()
                 log({"step": state["step"], "epoch": at, **{f"dev_{k}": v for k, v in metrics.items()
                                                             if isinstance(v, (int, float))}})
                 if state["best"] is None or metrics.get(select_metric, 0) > state["best"].get(select_metric, 0):
                     state["best"] = {"epoch": at, "step": state["step"], **metrics}
                     if on_best:
-                        on_best(accelerator.unwrap_model(model), state["best"])
+                        on_best(model, state["best"])
             accelerator.wait_for_everyone()
         state["counts"] = dict(counts)
         if (epoch_done or stop) and accelerator.is_main_process:
-            ckpt.save(state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state)
+            ckpt.save(state["step"], model, optimizer, scheduler, state)
     accelerator.wait_for_everyone()
     return TrainResult(state["step"], state["epoch"], state["best"], state["history"], dict(counts),
                        time.perf_counter() - start)
