@@ -32,6 +32,7 @@ from dore.config import TrainConfig
 from dore.data.model import Document, atomic_write_text
 from dore.training.batching import epoch_batches
 from dore.training.checkpoint import Checkpointer
+from dore.training.progress import Progress
 
 
 class Method(Protocol):
@@ -149,6 +150,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
             on_log(record)
 
     stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps  # a finished run resumes as finished
+    progress = Progress(total_steps, state["step"], enabled=accelerator.is_main_process)
     loss_of.train()
     while not stop and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
@@ -173,9 +175,12 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
             if not accelerator.sync_gradients:
                 continue
             state["step"] += 1
+            record = None
             if state["step"] % cfg.log_every_steps == 0 or state["step"] == 1:
-                log({"step": state["step"], "epoch": epoch + (b + 1) / len(batches), "loss": loss.item(),
-                     "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)})
+                record = {"step": state["step"], "epoch": epoch + (b + 1) / len(batches), "loss": loss.item(),
+                          "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
+                log(record)
+            progress.step(record)
             minutes = (time.perf_counter() - start) / 60
             stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \
                    (cfg.max_minutes is not None and minutes >= cfg.max_minutes)
@@ -199,6 +204,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
                 loss_of.eval()
                 metrics = evaluate_dev(model, at)
                 loss_of.train()
+                progress.dev(at, metrics)
                 log({"step": state["step"], "epoch": at, **{f"dev_{k}": v for k, v in metrics.items()
                                                             if isinstance(v, (int, float))}})
                 if state["best"] is None or metrics.get(select_metric, 0) > state["best"].get(select_metric, 0):
@@ -209,6 +215,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
         state["counts"] = dict(counts)
         if (epoch_done or stop) and accelerator.is_main_process:
             ckpt.save(state["step"], model, optimizer, scheduler, state)
+    progress.close()
     accelerator.wait_for_everyone()
     return TrainResult(state["step"], state["epoch"], state["best"], state["history"], dict(counts),
                        time.perf_counter() - start)

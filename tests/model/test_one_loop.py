@@ -46,3 +46,34 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(shared_data, tmp
     for (name, a), b in zip(whole_model.state_dict().items(), resumed_model.state_dict().values()):
         assert (a - b).abs().max() <= 1e-6, name
     assert artifacts_dir(params).exists()
+
+
+def test_progress_is_a_plain_line_per_logged_step_outside_a_terminal(capsys):
+    from dore.training.progress import Progress
+
+    class Pipe:  # what DVC, Prefect and CI give a process: not a terminal
+        def __init__(self):
+            self.text = ""
+
+        def write(self, text):
+            self.text += text
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    pipe = Pipe()
+    progress = Progress(4, 0, enabled=True, stream=pipe)
+    progress.step({"loss": 1.5, "lr": 1e-4})
+    progress.step(None)
+    progress.dev(1, {"f1": 12.5})
+    progress.close()
+    lines = pipe.text.splitlines()
+    assert lines[0].startswith("train step 1/4 loss 1.5000 lr 1.00e-04") and "eta" in lines[0]
+    assert lines[1].startswith("train dev at epoch 1: step 2/4") and "dev_f1 12.50" in lines[1]
+    assert len(lines) == 2 and "\r" not in pipe.text  # no bar redraws in a log file
+    silent = Pipe()
+    Progress(4, 0, enabled=False, stream=silent).step({"loss": 1.0, "lr": 1e-4})
+    assert silent.text == ""  # the other processes of a multi-process run
