@@ -25,10 +25,12 @@ from dore.decoding.constraint import Rules, slot_mask
 from dore.decoding.generate import generate_rows, generate_sequence
 from dore.model.backbone import Backbone, load_trained
 from dore.model.inputs import encode_document, pad_batch
+from dore.progress import Progress
 from dore.symbolic.layout import IdLayout, LayoutError, SlotAssignment
 from dore.symbolic.parse import parse_codes, parse_rows
 
 MODEL_CARD = "dore_model.json"
+PROGRESS_LINE_EVERY = 10  # batches between two plain progress lines outside a terminal
 MAX_RELATIVE_POSITIONS = 4096  # decoder length cap for backbones without absolute positions (T5)
 Predictions = dict[str, list[tuple[tuple[int, ...], str]]]  # doc id -> [(entity indices, label)], as scorers take
 
@@ -106,6 +108,7 @@ class Extractor:
         cfg = decoding or self.decoding
         self.backbone.model.eval()
         out = []
+        progress = Progress(len(docs), desc="extract", unit="doc", enabled=len(docs) > cfg.batch_docs)
         for start in range(0, len(docs), cfg.batch_docs):
             chunk = docs[start: start + cfg.batch_docs]
             assignments = [self.check_fits(d) for d in chunk]
@@ -118,6 +121,8 @@ class Extractor:
             self.stats.lost_entities += sum(len(e.lost_entities) for e in encoded)
             decoded = self._generate(assignments, [e.input_ids for e in encoded], cfg)
             out.extend(zip(assignments, [e.input_ids for e in encoded], decoded))
+            progress.step({} if (start // cfg.batch_docs + 1) % PROGRESS_LINE_EVERY == 0 else None, n=len(chunk))
+        progress.close()
         return out
 
     def predict_tuples(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):

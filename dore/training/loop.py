@@ -30,9 +30,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from dore.config import TrainConfig
 from dore.data.model import Document, atomic_write_text
+from dore.progress import Progress
 from dore.training.batching import epoch_batches
 from dore.training.checkpoint import Checkpointer
-from dore.training.progress import Progress
 
 
 class Method(Protocol):

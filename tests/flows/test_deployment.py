@@ -79,3 +79,16 @@ def test_docred_deployment_completes_and_publishes_metrics(stack, tmp_path, tiny
     metrics = json.loads((artifacts / "docred" / "metrics.json").read_text())
     assert metrics["documents"] == 2 and rows["f1"] == pytest.approx(metrics["f1"], abs=1e-4)
     assert (artifacts / "docred" / "package.json").exists()
+
+    # the corpus-extraction deployment, on the model just trained, on the local Dask cluster
+    corpus = artifacts / "docred" / "docs" / "test.jsonl"
+    params = {"model_dir": str(artifacts / "docred" / "model"), "inputs": [str(corpus)],
+              "out_dir": str(tmp_path / "extract"), "shard_docs": 1}
+    run = subprocess.run([PREFECT, "deployment", "run", "extract-dore/corpus", "--watch", "--watch-interval", "2",
+                          "--watch-timeout", "240", "--params", json.dumps(params)],
+                         env=stack, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    lines = (tmp_path / "extract" / "relations.jsonl").read_text().splitlines()
+    assert [json.loads(line)["doc_id"] for line in lines] == [json.loads(line)["doc_id"]
+                                                            for line in corpus.read_text().splitlines()]
+    assert len(list((tmp_path / "extract" / "results").iterdir())) == 2  # one result per shard

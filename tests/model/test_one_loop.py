@@ -49,7 +49,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(shared_data, tmp
 
 
 def test_progress_is_a_plain_line_per_logged_step_outside_a_terminal(capsys):
-    from dore.training.progress import Progress
+    from dore.progress import Progress
 
     class Pipe:  # what DVC, Prefect and CI give a process: not a terminal
         def __init__(self):

@@ -1,5 +1,6 @@
-"""Training progress: a bar in a terminal (step, loss, learning rate, ETA, last dev F1), one plain
-line per logged step elsewhere (DVC, Prefect and CI logs), nothing on the other processes."""
+"""Progress of a long step (training, extraction): a bar in a terminal (with the step's figures:
+loss, learning rate, dev F1), one plain line per reported step elsewhere (DVC, Prefect and CI
+logs), nothing on the other processes of a multi-process run."""
 
 from __future__ import annotations
 
@@ -10,23 +11,26 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total_steps: int, done_steps: int, *, enabled: bool, stream=None):
+    def __init__(self, total_steps: int, done_steps: int = 0, *, enabled: bool = True, stream=None,
+                 desc: str = "train", unit: str = "step"):
         self.stream = stream or sys.stderr
         self.total, self.done, self.initial = total_steps, done_steps, done_steps
         self.started = time.perf_counter()
         self.interactive = enabled and self.stream.isatty()
         self.plain = enabled and not self.interactive
-        self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", desc="train", dynamic_ncols=True,
+        self.desc = desc
+        self.bar = tqdm(total=total_steps, initial=done_steps, unit=unit, desc=desc, dynamic_ncols=True,
                         file=self.stream, disable=not self.interactive)
         self.fields: dict[str, str] = {}
 
-    def step(self, record: dict | None) -> None:
-        """One optimizer step done; `record` is its log line when the step was logged."""
-        self.done += 1
-        self.bar.update(1)
+    def step(self, record: dict | None = None, n: int = 1) -> None:
+        """`n` more steps done; `record` (a training log line) is reported with them."""
+        self.done += n
+        self.bar.update(n)
         if record is None:
             return
-        self.fields.update(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        if "loss" in record:
+            self.fields.update(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         self.bar.set_postfix(self.fields, refresh=False)
         if self.plain:
             self._line()
@@ -43,7 +47,7 @@ class Progress:
         rate = elapsed / max(self.done - self.initial, 1)
         eta = f"{rate * (self.total - self.done):.0f} s" if self.total > self.done else "0 s"
         fields = " ".join(f"{k} {v}" for k, v in self.fields.items())
-        print(f"train {prefix + ': ' if prefix else ''}step {self.done}/{self.total} {fields} "
+        print(f"{self.desc} {prefix + ': ' if prefix else ''}step {self.done}/{self.total} {fields} "
               f"elapsed {elapsed:.0f} s eta {eta}", file=self.stream, flush=True)
 
     def close(self) -> None:
