@@ -156,7 +156,8 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
         epoch = state["epoch"]
         batches = epoch_batches([len(e.input_ids) for e in examples], cfg.batch_docs, seed=cfg.seed, epoch=epoch,
                                 rank=rank, world=world, group_by_length=cfg.group_by_length)
-        counts["documents_left_out_for_even_shards"] += len(examples) % world  # each epoch's are others
+        if state["batch_in_epoch"] == 0:  # each epoch leaves out others
+            counts["documents_left_out_for_even_shards"] += len(examples) % world
         loss_sum, weight_sum = 0.0, 0
         for b in range(state["batch_in_epoch"], len(batches)):
             batch = method.collate([examples[i] for i in batches[b]], epoch, counts)
@@ -167,10 +168,11 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
             batch = send_to_device(batch, accelerator.device)
             with accelerator.accumulate(loss_of):
                 loss, weight = loss_of(batch)
+                objective = loss
                 if world > 1:  # DDP averages the processes' gradients: weigh each by its share of the global batch
                     total = accelerator.reduce(torch.tensor(float(weight), device=accelerator.device), "sum")
-                    loss = loss * (weight * world / total.clamp(min=1))
-                backward_and_step(accelerator, loss_of, optimizer, scheduler, loss, cfg.max_grad_norm)
+                    objective = loss * (weight * world / total.clamp(min=1))
+                backward_and_step(accelerator, loss_of, optimizer, scheduler, objective, cfg.max_grad_norm)
             loss_sum, weight_sum = loss_sum + loss.item() * weight, weight_sum + weight
             if not accelerator.sync_gradients:
                 continue
