@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL := /bin/bash
 
-# Offline-first: analytics and hub access off (../shared/notes/stack.md §10). One variable per
+# Offline-first: analytics and hub access off (docs/stack.md §10). One variable per
 # `export` line: `export A=1 B=2` would set A to "1 B=2".
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export HF_HOME := $(CURDIR)/.cache/hf
 export PREFECT_HOME := $(CURDIR)/.prefect
-export BENTOML_HOME := $(CURDIR)/.bentoml
+# BENTOML_HOME: dore/env.py sets it (.bentoml here) in every dore process, the one place it is set.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export TOKENIZERS_PARALLELISM := false
 

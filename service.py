@@ -2,8 +2,9 @@
 
     bentoml serve service:DoreService --host 127.0.0.1 --port 3000
 
-The model comes from the BentoML model store (`dore package` / `dore pipeline` put it there):
-`dore-docred:latest` unless `DORE_BENTO_MODEL` names another tag. `DORE_BATCHING=off` turns
+The model comes from the project's BentoML model store, `.bentoml` in the checkout unless
+`BENTOML_HOME` names another (dore/env.py: the store `dore package`, the DVC stages and the flow
+put models in): `dore-docred:latest` unless `DORE_BENTO_MODEL` names another tag. `DORE_BATCHING=off` turns
 adaptive batching off (for comparison; bench/bench_service.py).
 
 Why two endpoints: a batchable BentoML API takes exactly one batch argument and the
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from dore.env import set_offline_defaults
 
-set_offline_defaults()  # no analytics, no hub: before bentoml and transformers read the switches
+set_offline_defaults()  # no analytics, no hub, the project's model store: before bentoml and transformers read them
 
 import logging  # noqa: E402
 import os  # noqa: E402

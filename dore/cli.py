@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from dore.env import set_offline_defaults
+
+set_offline_defaults()  # offline hub switches and the BentoML store, before transformers and bentoml read them
+
+import importlib.util
 import inspect
 import json
+import os
 import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,15 +24,17 @@ from tqdm import tqdm
 
 from dore import stages
 from dore.analysis import main as attention_main
+from dore.batch import prediction_lines
 from dore.config import PipelineParams, TrainConfig, artifacts_dir
-from dore.data.datasets import data_root
+from dore.data.datasets import SETTINGS, data_root
 from dore.data.docred import load_rel_info, read_docred_result, write_docred_result
 from dore.data.formats import read_any
 from dore.data.importing import DEFAULT_DEST, DEFAULT_SOURCE, MirrorMissingError, import_data
 from dore.data.model import atomic_write_text
-from dore.env import set_offline_defaults
+from dore.errors import USER_ERRORS, describe_error
 from dore.experiments import main as experiments_main
 from dore.extract import Extractor
+from dore.model.backbone import check_backbone
 from dore.presets import load_section, merge, preset_values
 from dore.scoring.score import docred_records_from_documents, headline, predictions_from_documents
 from dore.scoring.score import score as score_predictions
@@ -34,9 +43,31 @@ from dore.symbolic.linearize import build_targets
 from dore.symbolic.sampling import SamplingConfig
 from dore.training.loop import processes
 
-set_offline_defaults()
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+class DoreCommands(typer.core.TyperGroup):
+    """`dore`'s commands, ended by an error the user can act on (`USER_ERRORS`) with its message
+    (what, where, what to do) and status 1 instead of a traceback; `--debug` shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            if ctx.params.get("debug"):
+                raise
+            # SystemExit with a message: Python prints it to stderr and exits 1, no traceback
+            raise SystemExit(f"error: {describe_error(exc)}\n(dore --debug ... shows the traceback)") from None
+
+
+# Plain (click) help and usage errors: they wrap to the terminal, where rich's tables cut option
+# names and choice lists at 80 columns.
+app = typer.Typer(cls=DoreCommands, add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 console = Console(width=None if Console().is_terminal else 160)
+
+
+@app.callback()
+def options(debug: Annotated[bool, typer.Option("--debug", envvar="DORE_DEBUG",
+                                                help="show the traceback of an expected error too")] = False):
+    """Options of every command (read by `DoreCommands`)."""
 
 
 def _table(title: str, rows: dict, *, key: str = "metric", value: str = "value") -> Table:
@@ -141,11 +172,20 @@ def _print_metrics(metrics: dict, title: str) -> None:
         console.print(f"[yellow]warning:[/] {w}")
 
 
-def _params(dataset: str, artifacts: Path, limit_train=None, limit_dev=None, limit_test=None, **train) -> PipelineParams:
-    """Command-line values -> `PipelineParams`; unset options keep the config's defaults."""
+def _params(dataset: str, artifacts: Path | None, limit_train=None, limit_dev=None, limit_test=None, *,
+            run: typing.Literal["new", "latest"] = "new", **train) -> PipelineParams:
+    """Command-line values -> checked `PipelineParams`; unset options keep the config's defaults.
+    Unset `artifacts`: a new run directory (`run="new"`, commands that write a run; claimed once the
+    values and the backbone are checked) or the latest run with a trained model of the dataset
+    (`"latest"`, commands that read one)."""
     limits = {"limit_train": limit_train or None, "limit_dev": limit_dev or None, "limit_test": limit_test or None}
-    return PipelineParams(dataset=dataset, artifacts=str(artifacts), **limits,
-                          train=TrainConfig(**{k: v for k, v in train.items() if v is not None}))
+    params = PipelineParams(dataset=dataset, **limits,
+                            train=TrainConfig(**{k: v for k, v in train.items() if v is not None}))
+    if run == "latest":
+        return params.model_copy(update={"artifacts": str(artifacts or stages.latest_run(dataset))})
+    if artifacts is None and processes().num_processes > 1:  # torchrun: each process would claim a run of its own
+        raise typer.BadParameter("name the run when training with several processes", param_hint="--artifacts")
+    return stages.start_run(params, artifacts)
 
 
 def with_train_options(command: Callable) -> Callable:
@@ -181,33 +221,68 @@ def _option_type(annotation: Any) -> tuple[type, list[str]]:
     return args[0], []
 
 
-DatasetOpt = Annotated[str, typer.Option(help="docred | cdr | gda | scirex")]
+Dataset = typing.Literal[tuple(SETTINGS)]  # a choice: an unknown name is a usage error before anything runs
+DatasetOpt = Annotated[Dataset, typer.Option(help="the benchmark setting")]
+NewRunOpt = Annotated[Optional[Path], typer.Option(
+    "--artifacts", help="output root (writes <artifacts>/<dataset>/); unset: a new run directory runs/<time> "
+                        "(`dvc repro` alone writes artifacts/)")]
+RunOpt = Annotated[Optional[Path], typer.Option(
+    "--artifacts", help="the run to read (<artifacts>/<dataset>/model); unset: the latest run under runs/ with one")]
 ArtifactsOpt = Annotated[Path, typer.Option(help="artifacts root")]
 LimitOpt = Annotated[Optional[int], typer.Option(help="first N documents of the split (0 or unset: all)")]
 
 
 @app.command()
-def prepare(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts"),
+def prepare(dataset: DatasetOpt = "docred", artifacts: NewRunOpt = None,
             limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None):
-    """Stage convert for a benchmark setting: splits -> artifacts/<dataset>/docs/*.jsonl + layout."""
+    """Stage convert for a benchmark setting: splits -> <artifacts>/<dataset>/docs/*.jsonl + layout."""
 
-    counts = stages.convert(_params(dataset, artifacts, limit_train, limit_dev, limit_test))
-    console.print(_table(f"{dataset} splits", {k: f"{v['documents']} docs, {v['relations']} relations" for k, v in counts.items()}))
+    params = _params(dataset, artifacts, limit_train, limit_dev, limit_test)
+    counts = stages.convert(params)
+    console.print(_table(f"{dataset} splits -> {artifacts_dir(params) / 'docs'}",
+                         {k: f"{v['documents']} docs, {v['relations']} relations" for k, v in counts.items()}))
 
 
 @app.command()
-def validate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts")):
-    """Stage validate: structural checks (readers) and great-expectations suites on every split."""
+def validate(
+    files: Annotated[Optional[list[Path]], typer.Argument(
+        help="dataset files to check, in any format dore reads; unset: every split of --dataset")] = None,
+    dataset: DatasetOpt = "docred",
+    artifacts: NewRunOpt = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="FILE...: override format detection")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option(help="FILE...: write <file>.html reports here")] = None,
+):
+    """Stage validate: the readers' structural checks and the great-expectations suites, on every
+    split of --dataset, or on FILE... (reporting every document a reader refuses, not only the first)."""
+    if files:
+        _validate_files(files, fmt, report_dir)
+        return
+    params = _params(dataset, artifacts)
+    summary = stages.validate(params)
+    console.print(_table(f"{dataset} validation -> {artifacts_dir(params) / 'validation'}",
+                         {k: f"{v['documents']} docs, ok={v['success']}" for k, v in summary.items()}))
 
-    summary = stages.validate(_params(dataset, artifacts, None, None, None))
-    console.print(_table(f"{dataset} validation", {k: f"{v['documents']} docs, ok={v['success']}" for k, v in summary.items()}))
+
+def _validate_files(files: list[Path], fmt: str | None, report_dir: Path | None) -> None:
+    """Each file's summary (failures first); status 1 when any file fails."""
+    from dore.validate import validate_file  # great-expectations: the `ops` extra, slow to import
+
+    rel_info, failed = _default_rel_info(), []
+    for path in files:
+        result = validate_file(path, fmt, report_dir=report_dir, rel_info=rel_info, reader_errors="report")
+        console.print(result.summary(), markup=False, highlight=False, soft_wrap=True)  # one line per finding
+        if not result.success:
+            failed.append(str(path))
+    if failed:
+        console.print(f"{len(failed)} of {len(files)} files failed validation: {', '.join(failed)}")
+        raise typer.Exit(1)
 
 
 @app.command()
 @with_train_options
 def train(
     dataset: DatasetOpt = "docred",
-    artifacts: ArtifactsOpt = Path("artifacts"),
+    artifacts: NewRunOpt = None,
     limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None,
     method: Annotated[str, typer.Option(help="dore | lexical | classifier (the baselines)")] = "dore",
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = True,
@@ -218,15 +293,21 @@ def train(
     summary = stages.train(params, method=method, resume=resume)  # converts the splits first if needed
     if not processes().is_main_process:  # torchrun / accelerate launch: the main process reports
         return
-    console.print(_table(f"{dataset} training", {k: v for k, v in summary.items() if not isinstance(v, dict)}))
-    if summary["best_dev"]:
-        console.print(_table("selected on dev", {k: v for k, v in summary["best_dev"].items()}))
-    if "decoding_tuned_on_dev" in summary:
-        console.print(_table("decoding chosen on dev", summary["decoding_tuned_on_dev"]))
+    _print_training(dataset, summary)
+    console.print(f"model: {artifacts_dir(params) / 'model'} (`dore evaluate|tune|package` read the latest run)")
+
+
+def _print_training(dataset: str, summary: dict) -> None:
+    """The end-of-training tables: steps and time with the decoding biases tuned on dev, then the dev selection."""
+    rows = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    rows |= {f"tuned on dev: {k}": v for k, v in summary.get("decoding_tuned_on_dev", {}).items()}
+    console.print(_table(f"{dataset} training", rows))
+    if summary.get("best_dev"):
+        console.print(_table("selected on dev", summary["best_dev"]))
 
 
 @app.command()
-def tune(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts"),
+def tune(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
          na_biases: Annotated[str, typer.Option(help="comma-separated NA logit biases to try; > 0 answers NA more "
                                                      "often (precision), < 0 less often (recall)")] = "0,-1,-2,-3",
          eos_biases: Annotated[str, typer.Option(help="comma-separated EOS logit biases to try")] = "0"):
@@ -238,8 +319,8 @@ def tune(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifac
         except ValueError:
             raise typer.BadParameter(f"not a comma-separated list of numbers: {text!r}") from None
 
-    tuned = stages.tune_decoding(_params(dataset, artifacts, None, None, None), na_biases=floats(na_biases),
-                                   eos_biases=floats(eos_biases))
+    tuned = stages.tune_decoding(_params(dataset, artifacts, run="latest"), na_biases=floats(na_biases),
+                                 eos_biases=floats(eos_biases))
     columns = ("na_bias", "eos_bias", "f1", "ign_f1", "p", "r")
     table = Table(*columns, title=f"{dataset} dev F1 by NA / EOS logit bias (chosen: {tuned['chosen']})")
     for row in tuned["sweep"]:
@@ -248,13 +329,12 @@ def tune(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifac
 
 
 @app.command()
-def evaluate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts"),
+def evaluate(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
              split: Annotated[str, typer.Option(help="dev | test")] = "test",
              num_beams: int = 1):
     """Stage evaluate: the selected model on a split, with the dataset's official scorer."""
 
-    params = _params(dataset, artifacts, None, None, None)
-    params = params.model_copy(update={"num_beams": num_beams})
+    params = _params(dataset, artifacts, run="latest").model_copy(update={"num_beams": num_beams})
     record = stages.evaluate(params, split)
     console.print(_table(f"{dataset} {split} [{record['scorer']}] ({record['setting']})",
                          {k: v for k, v in record.items() if isinstance(v, (int, float))}))
@@ -264,13 +344,13 @@ def evaluate(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("art
 def coref(
     backend: Annotated[str, typer.Option(help="gold | string-match | fast-coref-log | fastcoref")] = "string-match",
     dataset: DatasetOpt = "scirex",
-    artifacts: ArtifactsOpt = Path("artifacts"),
+    artifacts: RunOpt = None,
     import_path: Annotated[Optional[Path], typer.Option(help="the fast-coref / fastcoref output to import")] = None,
 ):
-    """Stage coref (SciREX): cluster the test split's mentions into artifacts/<dataset>/coref/<backend>.jsonl."""
+    """Stage coref (SciREX): cluster the test split's mentions into <artifacts>/<dataset>/coref/<backend>.jsonl."""
 
-    summary = stages.coref(_params(dataset, artifacts, None, None, None), backend,
-                             import_path=str(import_path) if import_path else None)
+    summary = stages.coref(_params(dataset, artifacts, run="latest"), backend,
+                           import_path=str(import_path) if import_path else None)
     console.print(_table(f"coreference {backend} [{summary['setting']}] on {summary['docs']} documents",
                          {**{k: summary[k] for k in ("clusters", "mentions", "singletons")}, **summary["quality"]}))
 
@@ -279,11 +359,11 @@ def coref(
 def evaluate_coref(
     backend: Annotated[str, typer.Option(help="the coreference result to relate (see `dore coref`)")] = "string-match",
     dataset: DatasetOpt = "scirex",
-    artifacts: ArtifactsOpt = Path("artifacts"),
+    artifacts: RunOpt = None,
 ):
     """SciREX with a coreference component: clusters -> DORE -> official SciREX scores, labelled by setting."""
 
-    record = stages.evaluate_with_coref(_params(dataset, artifacts, None, None, None), backend)
+    record = stages.evaluate_with_coref(_params(dataset, artifacts, run="latest"), backend)
     for scorer in ("scirex_official", "dore_micro"):
         for arity, m in record[scorer].items():
             console.print(_table(f"{dataset} test [{scorer} {arity}] setting={record['setting']} ({record['split_note']})",
@@ -314,12 +394,24 @@ def attention(
     console.print(_table("tuple attention over the documents", result["statistics"]))
 
 
-@app.command("package")
-def package_command(dataset: DatasetOpt = "docred", artifacts: ArtifactsOpt = Path("artifacts")):
-    """Stage package: the selected model (artifacts/<dataset>/model) into the BentoML model store."""
+LatestOpt = Annotated[bool, typer.Option("--latest/--no-latest", help="also make it dore-<dataset>:latest, the "
+                                                                   "model `bentoml serve` loads by default")]
 
-    record = stages.package(_params(dataset, artifacts, None, None, None))
-    console.print(f"packaged model: {record['tag']} at {record['bento_path']} (from {record['model_dir']})")
+
+@app.command("package")
+def package_command(dataset: DatasetOpt = "docred", artifacts: RunOpt = None, latest: LatestOpt = False):
+    """Stage package: the selected model (<artifacts>/<dataset>/model) into the BentoML model store."""
+
+    record = stages.package(_params(dataset, artifacts, run="latest"), move_latest=latest)
+    console.print(_packaged(record))
+
+
+def _packaged(record: dict) -> str:
+    """Where a packaged model went, and how to serve it when it is not the served `latest`."""
+    serve = ("" if record["latest"] == record["tag"] else
+             f"; {record['tag'].split(':')[0]}:latest stays {record['latest']} (serve this one with "
+             f"DORE_BENTO_MODEL={record['tag']}, or package with --latest)")
+    return f"packaged model: {record['tag']} at {record['bento_path']} (from {record['model_dir']}){serve}"
 
 
 StageName = Annotated[str, typer.Argument(help="validate | convert | train | evaluate | package")]
@@ -328,7 +420,7 @@ StageName = Annotated[str, typer.Argument(help="validate | convert | train | eva
 @app.command()
 def stage(
     name: StageName,
-    section: Annotated[str, typer.Option(help="the params file's section: docred | cdr | gda | scirex")] = "docred",
+    section: Annotated[Dataset, typer.Option(help="the params file's section")] = "docred",
     params_file: Annotated[Path, typer.Option("--params", help="one section per dataset")] = Path("params.yaml"),
     artifacts: ArtifactsOpt = Path("artifacts"),
 ):
@@ -336,11 +428,15 @@ def stage(
 
     if name not in stages.STAGES:
         raise typer.BadParameter(f"{name!r}; choose one of {', '.join(stages.STAGES)}", param_hint="NAME")
-    result = stages.STAGES[name](load_section(params_file, section, artifacts=str(artifacts)))
+    params = load_section(params_file, section, artifacts=str(artifacts))
+    if name in ("validate", "convert", "train"):  # a chain's first stages: an unavailable backbone fails there
+        check_backbone(params.train)
+    result = stages.STAGES[name](params)
     console.print_json(json.dumps(result, default=str))
 
 
-data_app = typer.Typer(no_args_is_help=True, help="The benchmark data under data/, versioned by DVC.")
+data_app = typer.Typer(no_args_is_help=True, help="The benchmark data under data/, versioned by DVC.",
+                       rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 
@@ -383,20 +479,43 @@ def predict(
         write_docred_result(out, [{"title": d.doc_id, "h_idx": r.args[0], "t_idx": r.args[1], "r": r.label}
                                   for d, rels in zip(docs, results) for r in rels])
     else:
-        atomic_write_text(out, "".join(json.dumps({"doc_id": d.doc_id, "relations": [r.model_dump() for r in rels]}) + "\n"
-                                       for d, rels in zip(docs, results)))
+        atomic_write_text(out, prediction_lines(docs, results))
     console.print(f"{sum(map(len, results))} relations from {len(docs)} documents -> {out}")
+
+
+@app.command("extract")
+def extract_corpus(
+    model_dir: Annotated[Path, typer.Argument(help="a saved DORE model directory")],
+    inputs: Annotated[list[Path], typer.Argument(help="the corpus: DocRED files or dore JSON lines")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for shards/, results/ and relations.jsonl")],
+    shard_docs: Annotated[int, typer.Option(help="documents per shard")] = 50,
+    workers: Annotated[int, typer.Option(help="local Dask workers (ignored when $DORE_DASK_ADDRESS names a "
+                                               "scheduler)")] = 2,
+):
+    """Relations for a corpus, shard by shard on Dask: the Prefect flow `extract-dore` (flows/extract.py).
+    Past one machine, point $DORE_DASK_ADDRESS at a Dask scheduler; the command stays the same."""
+    os.environ["DORE_DASK_WORKERS"] = str(workers)  # read when the flow module builds its task runner
+    flow_file = Path(stages.__file__).resolve().parents[1] / "flows" / "extract.py"
+    if not flow_file.exists():
+        raise FileNotFoundError(flow_file)  # the flows live in the checkout, beside the package
+    spec = importlib.util.spec_from_file_location("dore_extract_flow", flow_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.extract_dore(str(model_dir), [str(p) for p in inputs], str(out), shard_docs)
+    console.print(f"{result['documents']} documents in {result['shards']} shards ({result['skipped']} already done) "
+                  f"-> {result['output']}")
 
 
 @app.command("pipeline")
 @with_train_options
 def run_pipeline(
     dataset: DatasetOpt = "docred",
-    artifacts: ArtifactsOpt = Path("artifacts"),
+    artifacts: NewRunOpt = None,
     params_file: Annotated[Path, typer.Option("--params", help="the section's defaults; the embedded preset "
                                                                 "when the file is missing")] = Path("params.yaml"),
     limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None,
     package_model: Annotated[bool, typer.Option("--package/--no-package", help="put the model into the BentoML store")] = True,
+    latest: LatestOpt = False,
     **train_options,
 ):
     """The whole pipeline (validate -> convert -> train -> evaluate -> package): the stage functions
@@ -406,16 +525,21 @@ def run_pipeline(
                                         "limit_test": limit_test}.items() if v is not None}
     overrides = {**limits, "train": {k: v for k, v in train_options.items() if v is not None}}
     if params_file.exists():
-        base = load_section(params_file, dataset, artifacts=str(artifacts)).model_dump(exclude={"dataset", "artifacts"})
+        base = load_section(params_file, dataset).model_dump(exclude={"dataset", "artifacts"})
     else:
         base = preset_values("embedded", dataset)
-    params = PipelineParams.model_validate({"dataset": dataset, "artifacts": str(artifacts),
-                                            **merge(base, overrides)})
+    params = stages.start_run(PipelineParams.model_validate({"dataset": dataset, **merge(base, overrides)}), artifacts)
+    run_stage = {**stages.STAGES, "package": lambda p: stages.package(p, move_latest=latest)}
     for name in stages.PIPELINE_ORDER:
         if name == "package" and not package_model:
             continue
-        result = stages.STAGES[name](params)
-        console.print(_table(f"{dataset}: {name}", {k: v for k, v in result.items() if not isinstance(v, (dict, list))}))
+        result = run_stage[name](params)
+        if name == "train":
+            _print_training(dataset, result)
+        elif name == "package":
+            console.print(_packaged(result))
+        else:
+            console.print(_table(f"{dataset}: {name}", {k: v for k, v in result.items() if not isinstance(v, (dict, list))}))
     console.print(f"model: {(artifacts_dir(params) / 'model').resolve()}  wall time {time.perf_counter() - started:.0f} s")
 
 

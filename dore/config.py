@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dore.data.datasets import SETTINGS
 from dore.symbolic.sampling import SamplingConfig
 
 
@@ -97,6 +98,13 @@ class PipelineParams(BaseModel):
     tune_na_biases: list[float] = Field([0.0, -1.0, -2.0, -3.0], description="NA logit biases tried on dev after "
                                         "training (the best goes into the model card); [0] to skip")
     artifacts: str = "artifacts"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in SETTINGS:  # a typo fails when the parameters load, before any stage runs
+            raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(SETTINGS)}")
+        return name
 
 
 def artifacts_dir(params: PipelineParams) -> Path:

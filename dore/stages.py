@@ -3,13 +3,15 @@
 
 Every entry point runs these functions with a `PipelineParams`: the CLI (`dore validate|prepare|
 train|tune|evaluate|package|pipeline`), the DVC stages (`dore stage <name> --section <dataset>`,
-`STAGES`) and the Prefect tasks (flows/). Results are files under `<artifacts>/<dataset>/` and
-small JSON-able dicts (never pickles). Training and evaluation take a `method` (`dore.methods`):
-DORE, or a baseline through the same loop and the same metrics record.
+`STAGES`) and the Prefect tasks (flows/). Results are small JSON-able dicts (never pickles) and
+files under `<artifacts>/<dataset>/` (DVC: `artifacts/`; the CLI and the flow: a new `runs/<time>/`
+unless named). Training and evaluation take a `method` (`dore.methods`): DORE, or a baseline
+through the same loop and the same metrics record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -30,7 +32,7 @@ from dore.data.docred import load_rel_info
 from dore.data.formats import read_any
 from dore.data.model import Document, atomic_write_text, read_jsonl, write_jsonl
 from dore.extract import MODEL_CARD, Extractor, training_data_hash
-from dore.model.backbone import initial_backbone
+from dore.model.backbone import check_backbone, initial_backbone
 from dore.scoring.docred import per_relation_f1
 from dore.scoring.score import docred_records, score
 from dore.symbolic.layout import IdLayout, default_layout
@@ -38,6 +40,42 @@ from dore.symbolic.linearize import build_targets
 from dore.symbolic.sampling import SamplingConfig
 from dore.training.loop import TrainResult, processes
 from dore.training.loop import train as train_loop
+
+# --- runs: where a run writes, unless the user names an output ----------------------------------
+
+RUNS = Path("runs")  # the CLI's and the flow's runs; `artifacts/` belongs to DVC (`dore stage`)
+
+
+def new_run(root: Path = RUNS) -> Path:
+    """Claim a new run directory `runs/<local time>` (`-2`, `-3`, ... when another run started in
+    the same second), so runs never overwrite each other or the DVC-tracked `artifacts/`."""
+    root.mkdir(parents=True, exist_ok=True)
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
+    while True:
+        run = root / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            run.mkdir()  # atomic: of two runs in one second, one gets the name
+            return run
+        except FileExistsError:
+            n += 1
+
+
+def start_run(params: PipelineParams, artifacts: str | Path | None = None) -> PipelineParams:
+    """`params` writing under `artifacts`, else under a new run directory. The backbone and the data
+    are checked first, so a run that could not train fails in a split second and claims no directory."""
+    check_backbone(params.train)
+    get_setting(params.dataset).check_files()
+    return params.model_copy(update={"artifacts": str(artifacts if artifacts is not None else new_run())})
+
+
+def latest_run(dataset: str, root: Path = RUNS) -> Path:
+    """The run whose `<dataset>/model` was saved last: what reads a trained model when no run is named."""
+    models = [p for p in root.glob(f"*/{dataset}/model") if p.is_dir()]
+    if not models:
+        raise FileNotFoundError(f"no trained {dataset} model under {root}/: train one (`dore train --dataset "
+                                f"{dataset}`) or name a run with --artifacts")
+    return max(models, key=lambda p: p.stat().st_mtime).parents[1]
+
 
 # --- data ----------------------------------------------------------------------------------------
 
@@ -142,6 +180,7 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
     """Train `method` on `train`, select on `dev` (never test); the selected model goes to `model/`.
     `fresh`: start over (DVC removes a stage's outputs before it runs; the flow does the same).
     DORE then chooses its NA bias on dev (`tune_na_biases`)."""
+    check_backbone(params.train)  # before minutes of conversion, not after
     out = artifacts_dir(params)
     with processes().main_process_first():  # the others read what the main process prepared
         if fresh and processes().is_main_process:
@@ -269,26 +308,36 @@ def _csv(rows: list[dict], first: list[str]) -> str:
 
 # --- packaging -----------------------------------------------------------------------------------
 
-def package_model(model_dir: str | Path, name: str) -> str:
-    """Copy a saved DORE model directory into a new BentoML model version; returns its tag."""
+def package_model(model_dir: str | Path, name: str, *, move_latest: bool = True) -> str:
+    """Copy a saved DORE model directory into a new BentoML model version; returns its tag.
+    `move_latest=False` leaves `<name>:latest` (what `bentoml serve` loads) where it was, when there was one."""
     import bentoml  # the `ops` extra: only packaging and serving need it
+    from bentoml.exceptions import NotFound
 
+    kept = None
+    if not move_latest:
+        with contextlib.suppress(NotFound):  # the first version of a name is its latest
+            kept = bentoml.models.get(f"{name}:latest").tag.version
     model_dir = Path(model_dir)
     card = json.loads((model_dir / MODEL_CARD).read_text())
     metadata = {k: card[k] for k in ("family", "training_data_sha256", "split_note") if k in card}
     metadata["dev_metrics"] = scalars(card.get("dev_metrics") or {})
     with bentoml.models.create(name=name, labels={"framework": "dore"}, metadata=metadata) as bento_model:
         shutil.copytree(model_dir, bento_model.path, dirs_exist_ok=True)
+    if kept is not None:  # the store names `latest`'s version in `<store>/<name>/latest`
+        (Path(bentoml.models.get(bento_model.tag).path).parent / "latest").write_text(kept)
     return str(bento_model.tag)
 
 
-def package(params: PipelineParams) -> dict:
-    """Put the selected model into the BentoML store; `package.json` records where it went."""
+def package(params: PipelineParams, *, move_latest: bool = True) -> dict:
+    """Put the selected model into the BentoML store; `package.json` records where it went and
+    which version `dore-<dataset>:latest` (the served one) is now."""
     import bentoml  # the `ops` extra
 
     model_dir = artifacts_dir(params) / "model"
-    tag = package_model(model_dir, f"dore-{params.dataset}")
-    record = {"tag": tag, "bento_path": str(bentoml.models.get(tag).path), "model_dir": str(model_dir.resolve())}
+    tag = package_model(model_dir, f"dore-{params.dataset}", move_latest=move_latest)
+    record = {"tag": tag, "bento_path": str(bentoml.models.get(tag).path), "model_dir": str(model_dir.resolve()),
+              "latest": str(bentoml.models.get(f"dore-{params.dataset}:latest").tag)}
     atomic_write_text(artifacts_dir(params) / "package.json", json.dumps(record, indent=1))
     return record
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
@@ -30,7 +30,8 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from pydantic import BaseModel, computed_field
 
 from dore.data.formats import read_any
-from dore.data.model import Document, Mention, atomic_write_text
+from dore.data.model import DataError, Document, Mention, atomic_write_text
+from dore.data.salvage import read_salvaging
 from dore.symbolic.layout import IdLayout, default_layout
 
 N_EXAMPLES = 5
@@ -129,11 +130,12 @@ class ValidationResult(BaseModel):
     checks: list[Check]
     seconds: float
     html_path: Path | None = None
+    reader_errors: list[str] = []  # documents the reader refused, each naming file, line, document and field
 
     @computed_field
     @property
     def success(self) -> bool:
-        return all(c.success for c in self.checks)
+        return not self.reader_errors and all(c.success for c in self.checks)
 
     @computed_field
     @property
@@ -141,13 +143,15 @@ class ValidationResult(BaseModel):
         return [c for c in self.checks if not c.success]
 
     def summary(self) -> str:
-        """A readable multi-line account: verdict, then every failure and tolerated quirk with examples."""
+        """A readable multi-line account: verdict, then the failures (documents the reader refused,
+        failed expectations), then the tolerated quirks, with examples."""
         tables = ", ".join(f"{n} {t}" for t, n in self.rows.items())
-        n_failed = len(self.failures)
+        refused = f"{len(self.reader_errors)} documents the reader refused, " if self.reader_errors else ""
         verdict = (f"passed all {len(self.checks)} expectations" if self.success
-                   else f"FAILED {n_failed} of {len(self.checks)} expectations")
+                   else f"FAILED: {refused}{len(self.failures)} of {len(self.checks)} expectations")
         lines = [f"validation {self.name!r} (layout {self.layout!r}; {tables}): {verdict}"]
-        for check in self.checks:
+        lines.extend(f"  FAIL reader: {error}" for error in self.reader_errors)
+        for check in sorted(self.checks, key=lambda c: c.success):  # failures first, then tolerated quirks
             if check.success and not check.unexpected_count:
                 continue
             lines.append("  " + check.line())
@@ -157,8 +161,9 @@ class ValidationResult(BaseModel):
         return "\n".join(lines)
 
 
-class ValidationFailed(Exception):
-    """Documents failed validation; `result` holds every outcome, the message is its summary."""
+class ValidationFailed(DataError):
+    """Documents failed validation (bad data, like a reader's DataError); `result` holds every
+    outcome, the message is its summary."""
 
     def __init__(self, result: ValidationResult):
         self.result = result
@@ -234,10 +239,12 @@ def _judged_tables(tables: dict[str, pd.DataFrame], layout: IdLayout) -> dict[st
 
 
 def validate_documents(docs: Sequence[Document], layout: IdLayout, *, name: str,
-                       report_dir: str | Path | None = None, text: TextTolerance | None = None) -> ValidationResult:
+                       report_dir: str | Path | None = None, text: TextTolerance | None = None,
+                       reader_errors: Sequence[DataError] = ()) -> ValidationResult:
     """Run the three suites on `docs` for `layout`; write `report_dir/<name>.html` when given.
 
-    `text` overrides the dataset's mention-text tolerance (`TEXT_TOLERANCE`, strict elsewhere).
+    `text` overrides the dataset's mention-text tolerance (`TEXT_TOLERANCE`, strict elsewhere);
+    `reader_errors` (documents the reader refused) join the result as failures.
     """
     started = time.perf_counter()
     tables = _judged_tables(flatten(docs), layout)
@@ -256,7 +263,8 @@ def validate_documents(docs: Sequence[Document], layout: IdLayout, *, name: str,
         for r in sorted(outcome.results, key=lambda r: order[r.expectation_config.id]):
             checks.append(_check(table, r))
     result = ValidationResult(name=name, layout=layout.name, rows={t: len(df) for t, df in tables.items()},
-                              checks=checks, seconds=round(time.perf_counter() - started, 3))
+                              checks=checks, seconds=round(time.perf_counter() - started, 3),
+                              reader_errors=[str(e) for e in reader_errors])
     if report_dir is not None:
         result.html_path = atomic_write_text(Path(report_dir) / f"{name}.html", render_html(result))
     return result
@@ -309,15 +317,21 @@ def validate_or_raise(docs: Sequence[Document], layout: IdLayout, *, name: str,
 
 
 def validate_file(path: str | Path, fmt: str | None = None, layout: IdLayout | None = None,
-                  report_dir: str | Path | None = None, rel_info: dict[str, str] | None = None) -> ValidationResult:
-    """Read `path` with `read_any` (structural errors raise DataError there) and validate its content.
+                  report_dir: str | Path | None = None, rel_info: dict[str, str] | None = None, *,
+                  reader_errors: Literal["raise", "report"] = "raise") -> ValidationResult:
+    """Read `path` with `read_any` and validate its content. A structural error raises DataError,
+    or with `reader_errors="report"` (`dore validate FILE`), every document the reader refuses (up
+    to `MAX_ERRORS`) joins the result as a failure and the others are validated.
 
     Without `layout`, the format's default layout is built from the documents themselves; give
     DocRED files their `rel_info` then, or every label read counts as known.
     """
-    docs, _, fmt = read_any(path, fmt)
+    if reader_errors == "report":
+        docs, errors, fmt = read_salvaging(path, fmt)
+    else:
+        (docs, _, fmt), errors = read_any(path, fmt), []
     layout = layout or default_layout(docs, fmt, rel_info)
-    return validate_documents(docs, layout, name=Path(path).name, report_dir=report_dir)
+    return validate_documents(docs, layout, name=Path(path).name, report_dir=report_dir, reader_errors=errors)
 
 
 # --- HTML report ------------------------------------------------------------------------------
@@ -330,10 +344,12 @@ th{background:#f3f3f3}.pass{color:#17702a;font-weight:bold}.fail{color:#b00020;f
 
 
 def render_html(result: ValidationResult) -> str:
-    """A self-contained page: the verdict and one row per expectation with its offending examples."""
+    """A self-contained page: the verdict, one row per document the reader refused, then one per
+    expectation (failures first) with its offending examples."""
     e = html.escape
-    rows = []
-    for c in result.checks:
+    rows = [f"<tr><td class='fail'>FAIL</td><td>reader</td><td colspan='6'><code>{e(error)}</code></td></tr>"
+            for error in result.reader_errors]
+    for c in sorted(result.checks, key=lambda c: c.success):
         status, css = ("PASS", "pass") if c.success else ("FAIL", "fail")
         if c.success and c.unexpected_count:
             status, css = "PASS (tolerated)", "tolerated"
@@ -342,8 +358,9 @@ def render_html(result: ValidationResult) -> str:
                     f"<td><code>{e(c.column)}</code></td><td>{e(c.description)}</td>"
                     f"<td>{c.unexpected_count} / {c.element_count}</td><td>{c.mostly if c.mostly < 1 else ''}</td>"
                     f"<td><ul>{examples}</ul></td></tr>")
-    verdict = ("<span class='pass'>PASSED</span>" if result.success
-               else f"<span class='fail'>FAILED</span> ({len(result.failures)} of {len(result.checks)} expectations)")
+    refused = f"{len(result.reader_errors)} documents the reader refused, " if result.reader_errors else ""
+    verdict = ("<span class='pass'>PASSED</span>" if result.success else
+               f"<span class='fail'>FAILED</span> ({refused}{len(result.failures)} of {len(result.checks)} expectations)")
     tables = ", ".join(f"{n} {e(t)}" for t, n in result.rows.items())
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>validation {e(result.name)}</title>"
             f"<style>{_STYLE}</style></head><body>\n<h1>Validation of {e(result.name)}</h1>\n"

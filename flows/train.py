@@ -2,8 +2,11 @@
 
 Each task calls the stage's one function (`dore.stages`, the same the DVC stages run); results
 are small JSON documents (JSON serializer, never pickles) and files under
-`<artifacts>/<dataset>/`. The test metrics are published as a table artifact
-`dore-<dataset>-metrics`.
+`<artifacts>/<dataset>/`, a new run directory `runs/<time>/` unless `artifacts` names one: a flow
+run never writes into the DVC-tracked `artifacts/` by default, and its packaged model becomes
+`dore-<dataset>:latest` (the one `bentoml serve` loads) only with `move_latest`. The test metrics
+are published as a table artifact `dore-<dataset>-metrics`. A failed run logs its reason and ends
+in a Failed state whose message is that reason, one line (what `--watch` shows).
 
     python flows/train.py --dataset docred                  # one local run (ephemeral API)
     prefect deployment run train-dore/docred --watch        # through a worker (prefect.yaml)
@@ -19,9 +22,11 @@ set_offline_defaults()  # before Prefect reads its settings
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
+from prefect.states import Failed, State  # noqa: E402
 
 from dore import stages  # noqa: E402
 from dore.config import PipelineParams, artifacts_dir  # noqa: E402
+from dore.errors import USER_ERRORS, describe_error  # noqa: E402
 from dore.presets import resolve  # noqa: E402
 
 
@@ -65,9 +70,9 @@ def evaluate(params: PipelineParams) -> dict:
 
 
 @task(name="package", **IO_RETRIES, **JSON_RESULTS)
-def package(params: PipelineParams) -> dict:
-    """Put the selected model into the BentoML model store."""
-    return stages.package(params)
+def package(params: PipelineParams, move_latest: bool) -> dict:
+    """Put the selected model into the BentoML model store (as `latest` only with `move_latest`)."""
+    return stages.package(params, move_latest=move_latest)
 
 
 @task(name="coref", **IO_RETRIES, **JSON_RESULTS)
@@ -88,17 +93,43 @@ def metric_rows(record: dict) -> list[dict]:
             for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
+def failure_reason(exc: Exception) -> str:
+    """An exception in one line: an error the user can act on as the CLI says it, else its type and first line."""
+    if isinstance(exc, USER_ERRORS):
+        return describe_error(exc)
+    return f"{type(exc).__name__}: {next(iter(str(exc).strip().splitlines()), '')}"
+
+
 @flow(name="train-dore", **JSON_RESULTS)
 def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "embedded",
-               overrides: dict[str, Any] | None = None, artifacts: str = "artifacts",
-               package_model: bool = True, coref_backends: list[str] | None = None) -> dict:
+               overrides: dict[str, Any] | None = None, artifacts: str | None = None,
+               package_model: bool = True, move_latest: bool = False,
+               coref_backends: list[str] | None = None) -> dict | State:
     """The whole lifecycle for one dataset. `preset`: `embedded` (MiniLM, small real subset,
     CPU) or `paper` (Table 7); `overrides` merge into it, e.g.
-    `{"limit_train": 4, "train": {"backbone": "tiny-bart", "max_steps": 2}}`. SciREX only:
-    `coref_backends` (e.g. `["gold", "string-match"]`) also evaluates the trained gold-input model
-    over each backend's clusters (settings gold_input / pred_coref_gold_mentions / end_to_end)."""
+    `{"limit_train": 4, "train": {"backbone": "tiny-bart", "max_steps": 2}}`. `artifacts`: the
+    output root (unset: a new `runs/<time>`). `move_latest`: the packaged model becomes
+    `dore-<dataset>:latest`, the one `bentoml serve` loads. SciREX only: `coref_backends` (e.g.
+    `["gold", "string-match"]`) also evaluates the trained gold-input model over each backend's
+    clusters (settings gold_input / pred_coref_gold_mentions / end_to_end)."""
     logger = get_run_logger()
-    params = resolve(preset, dataset, overrides, artifacts=artifacts)
+    try:
+        # parameters, backbone and data are checked before the first task: a typo fails in a second
+        params = stages.start_run(resolve(preset, dataset, overrides), artifacts)
+        return lifecycle(params, preset, package_model, move_latest, coref_backends or [])
+    except Exception as exc:  # every failure ends the run with its reason as the state message
+        reason = failure_reason(exc)
+        if isinstance(exc, USER_ERRORS):
+            logger.error("%s", reason)
+        else:
+            logger.exception("%s", reason)
+        return Failed(message=reason)
+
+
+def lifecycle(params: PipelineParams, preset: str, package_model: bool, move_latest: bool,
+              coref_backends: list[str]) -> dict:
+    """The tasks of `train_dore`, in order, on checked parameters."""
+    logger, dataset = get_run_logger(), params.dataset
     logger.info("parameters: %s", params.model_dump_json())
     validate(params)
     convert(params)
@@ -106,14 +137,14 @@ def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "
     logger.info("trained %s steps in %s s; selected on dev: %s", summary["steps"], summary["seconds"],
                 summary["best_dev"])
     record = evaluate(params)
-    packaged = package(params) if package_model else None
+    packaged = package(params, move_latest) if package_model else None
     rows = metric_rows(record)
     create_table_artifact(
         key=f"dore-{dataset}-metrics", table=rows,
         description=f"dore {dataset} ({preset}) on {record['split']} [{record['scorer']}]: {record['setting']}. "
                     f"Model: {packaged['tag'] if packaged else artifacts_dir(params) / 'model'}")
     with_coref = {}
-    for backend in coref_backends or []:
+    for backend in coref_backends:
         coref(params, backend)
         scored = evaluate_coref(params, backend)
         with_coref[backend] = scored
@@ -137,5 +168,11 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", default="docred")
     parser.add_argument("--preset", choices=["embedded", "paper"], default="embedded")
     parser.add_argument("--overrides", type=json.loads, default=None, help="JSON object merged into the preset")
+    parser.add_argument("--artifacts", default=None, help="output root (default: a new runs/<time>)")
+    parser.add_argument("--latest", action="store_true", help="make the packaged model dore-<dataset>:latest")
     args = parser.parse_args()
-    print(json.dumps(train_dore(args.dataset, args.preset, args.overrides), indent=1))
+    state = train_dore(args.dataset, args.preset, args.overrides, args.artifacts, move_latest=args.latest,
+                       return_state=True)
+    if not state.is_completed():
+        raise SystemExit(f"error: {state.message}")
+    print(json.dumps(state.result(), indent=1))

@@ -40,12 +40,18 @@ up() {
   "$PREFECT" server start --background --host 127.0.0.1 --port "$PORT" --analytics-off --no-ui
   wait_healthy
   "$PREFECT" work-pool create "$POOL" --type process --overwrite
-  "$PREFECT" --no-prompt deploy --all
+  # Prefect's per-deployment advice ("start a worker", "to schedule a run") goes to the log: the worker
+  # starts just below.
+  if ! "$PREFECT" --no-prompt deploy --all >"$PREFECT_HOME/deploy.log" 2>&1; then
+    cat "$PREFECT_HOME/deploy.log" >&2
+    return 1
+  fi
+  grep -oE "Deployment '[^']+'" "$PREFECT_HOME/deploy.log" | sed "s/^/deployed: /" || true
   nohup "$PREFECT" worker start --pool "$POOL" --type process >"$PREFECT_HOME/worker.log" 2>&1 &
   echo $! >"$WORKER_PID"
   echo "Prefect API $PREFECT_API_URL, worker pid $(cat "$WORKER_PID") (log $PREFECT_HOME/worker.log)"
   echo "export PREFECT_API_URL=$PREFECT_API_URL PREFECT_HOME=$PREFECT_HOME"
-  echo "prefect deployment run train-dore/docred --watch"
+  echo "prefect deployment run train-dore/docred --watch   # writes runs/<time>/, never artifacts/"
 }
 
 descendants() {  # every process below $1 (flow runs get a session of their own: a group kill misses them)

@@ -22,11 +22,14 @@ from typing import Callable
 
 from dore.data.bio import read_eog
 from dore.data.docred import read_docred
-from dore.data.model import Document
+from dore.data.model import DataError, Document
 from dore.data.report import ReaderReport
 from dore.data.scirex import read_scirex
 
 SPLITS = ("train", "dev", "test")
+# The data folder was never imported, or DORE_DATA points elsewhere:
+MISSING_DATA = ("no such file. Import the benchmark data with `dore data import` (into data/), or set DORE_DATA to "
+                "the folder that holds them")
 
 
 def data_root() -> Path:
@@ -59,7 +62,17 @@ class Setting:
         return self.read_file(root / self.files[split])
 
     def read_file(self, path: Path) -> tuple[list[Document], ReaderReport]:
+        if not path.exists():
+            raise DataError(MISSING_DATA, file=path)
         return READERS[self.reader](path)
+
+    def check_files(self, root: Path | None = None) -> None:
+        """Raise `read_file`'s DataError for the first missing file of the setting: checked before a
+        run starts, so a missing data folder fails in a split second."""
+        root = Path(root or data_root())
+        for file in self.files.values():
+            if not (root / file).exists():
+                raise DataError(MISSING_DATA, file=root / file)
 
     def read_splits(self, splits=SPLITS, root: Path | None = None) -> dict[str, list[Document]]:
         """Every split's documents, each source file read once (carved splits share their file)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dore.data.bio import read_eog, read_pubtator, read_renet
 from dore.data.docred import read_docred
-from dore.data.model import Document, read_jsonl
+from dore.data.model import DataError, Document, read_jsonl
 from dore.data.report import ReaderReport
 from dore.data.scirex import read_scirex
 
@@ -31,7 +31,7 @@ def detect_format(path: Path) -> str:
         return "dore" if "tokens" in first else "scirex"
     if name.endswith(".json"):
         return "docred"
-    raise ValueError(f"cannot tell the format of {path}; pass --format (one of {', '.join(FORMATS)})")
+    raise DataError(f"cannot tell its format; pass --format (one of {', '.join(FORMATS)})", file=path)
 
 
 def _open_text(path: Path):
@@ -58,5 +58,5 @@ def read_any(path: str | Path, fmt: str | None = None) -> tuple[list[Document], 
         for d in docs:
             report.add_document(d)
     else:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", file=path)
     return docs, report, fmt

@@ -28,6 +28,7 @@ class DataError(ValueError):
     def __init__(self, message: str, *, file: str | os.PathLike | None = None,
                  doc: str | int | None = None, field: str | None = None, line: int | None = None):
         self.file, self.doc, self.field, self.line = (str(file) if file else None), doc, field, line
+        self.message = message  # without the place, to name it again (dore.data.salvage)
         where = []
         if file:
             where.append(f"file {file}" + (f" line {line}" if line is not None else ""))

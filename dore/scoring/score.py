@@ -1,4 +1,4 @@
-"""Stage `evaluate`: predicted relations + gold documents -> the dataset's official metrics.
+"""Predicted relations + gold documents -> the dataset's official metrics (its scorer chosen here).
 
 Predictions are in the documents' own entity numbering: `{doc_id: [(args, label), ...]}`.
 Every metric dict names its scorer; every number is in percent.

@@ -28,7 +28,6 @@ def parse_codes(codes: Sequence[int], layout: IdLayout, valid_slots: Iterable[in
     """Parse one generated sequence (or one row when `head` is given) into relation tuples."""
     counts = Counter() if counts is None else counts
     valid = set(valid_slots)
-    n_args = layout.arity - (head is not None)
     prefix = () if head is None else (head,)
     n_slots, eos = layout.n_slots, layout.eos_code
     out, seen, pending = [], set(), []

@@ -56,3 +56,11 @@ def test_a_corrupt_shard_fails_alone_and_names_its_file(prefect_api, tmp_path):
     results = sorted(p.name for p in (tmp_path / "out" / "results").iterdir())
     assert [name.split(".")[0] for name in results] == ["shard-00000", "shard-00002"]  # the others are saved
     shutil.rmtree(tmp_path / "out")
+
+
+def test_the_cli_reaches_the_same_flow(prefect_api, tmp_path):
+    result = CliRunner().invoke(app, ["extract", str(MODEL), str(CORPUS[2]), "-o", str(tmp_path / "out"),
+                                      "--shard-docs", "1", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "2 documents in 2 shards (0 already done)" in result.output
+    assert len((tmp_path / "out" / "relations.jsonl").read_text().splitlines()) == 2
