@@ -22,6 +22,7 @@ import yaml
 
 from dore.config import PipelineParams
 from dore.data.datasets import SETTINGS
+from dore.data.model import DataError
 
 Preset = Literal["embedded", "paper"]
 
@@ -91,7 +92,8 @@ def load_section(params_file: str | Path, section: str, artifacts: str = "artifa
     path = Path(params_file)
     document = yaml.safe_load(path.read_text()) or {}
     if section not in document:
-        raise KeyError(f"{path}: no section {section!r} (sections: {', '.join(document) or 'none'})")
+        raise DataError(f"no section {section!r} (sections: {', '.join(document) or 'none'})", file=path,
+                        field=section)
     return PipelineParams.model_validate({"dataset": section, "artifacts": artifacts, **document[section]})
 
 

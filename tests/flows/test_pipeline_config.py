@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from dore.data.datasets import SETTINGS
 from dore.data.importing import FILES, MirrorMissingError, import_data
+from dore.data.model import DataError
 from dore.presets import load_section, resolve
 from dore.stages import STAGES
 
@@ -42,7 +43,7 @@ def test_overrides_merge_into_the_preset_and_unknown_keys_raise():
 def test_a_missing_section_is_named(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"docred": {"limit_train": 3}}))
     assert load_section(tmp_path / "params.yaml", "docred").limit_train == 3
-    with pytest.raises(KeyError, match="no section 'cdr'.*docred"):
+    with pytest.raises(DataError, match="no section 'cdr'.*docred"):
         load_section(tmp_path / "params.yaml", "cdr")
 
 
