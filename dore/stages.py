@@ -64,7 +64,8 @@ def start_run(params: PipelineParams, artifacts: str | Path | None = None) -> Pi
     """`params` writing under `artifacts`, else under a new run directory. The backbone and the data
     are checked first, so a run that could not train fails in a split second and claims no directory."""
     check_backbone(params.train)
-    get_setting(params.dataset).check_files()
+    if artifacts is None or not (Path(artifacts) / params.dataset / "docs" / "train.jsonl").exists():
+        get_setting(params.dataset).check_files()  # converted documents need no raw files
     return params.model_copy(update={"artifacts": str(artifacts if artifacts is not None else new_run())})
 
 

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from tests.conftest import DOCRED_FIXTURE, fixture_data_root
+
 pytestmark = pytest.mark.slow
 
 
@@ -24,7 +26,9 @@ def finished(prefect_api, tmp_path_factory, tiny_overrides):
     from flows.train import train_dore
 
     artifacts = tmp_path_factory.mktemp("artifacts")
-    state = train_dore(dataset="docred", overrides=tiny_overrides, artifacts=str(artifacts), return_state=True)
+    with pytest.MonkeyPatch.context() as mp:
+        fixture_data_root(mp, tmp_path_factory.mktemp("data"))
+        state = train_dore(dataset="docred", overrides=tiny_overrides, artifacts=str(artifacts), return_state=True)
     yield state, artifacts / "docred"
     if state.is_completed():
         bentoml.models.delete(state.result()["bento_tag"])
@@ -35,6 +39,8 @@ def test_flow_completes_and_writes_every_stage_output(finished):
     assert state.is_completed(), state.message
     result = state.result()
     assert len((out / "docs" / "train.jsonl").read_text().splitlines()) == 4  # the overrides reached convert
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl", "layout.json", "summary.json"):  # the fixture's files
+        assert (out / "docs" / name).read_bytes() == (DOCRED_FIXTURE / name).read_bytes(), name
     assert (out / "validation" / "summary.json").exists()
     assert result["model_dir"] == str((out / "model").resolve()) and (out / "model" / "dore_model.json").exists()
     metrics = json.loads((out / "metrics.json").read_text())

@@ -6,11 +6,10 @@ import torch
 
 from dore.analysis import attention_statistics, generate_codes, main, render, sequence_decoding, tuple_attention
 from dore.config import DecodingConfig
-from dore.data.docred import load_rel_info, read_docred
 from dore.data.model import DataError, write_jsonl
 from dore.extract import Extractor
 from dore.model.backbone import load_backbone
-from dore.symbolic.layout import docred_layout
+from tests.conftest import fixture_docs, fixture_layout
 
 N_TUPLES = 4
 # No EOS before the budget: an untrained model then emits exactly N_TUPLES (h t r) tuples.
@@ -18,14 +17,14 @@ FORCED = DecodingConfig(mode="sequence", eos_bias=-1e4, max_new_tokens=3 * N_TUP
 
 
 @pytest.fixture(scope="module")
-def docs(shared_data):
-    dev = read_docred(shared_data / "redocred" / "dev_revised.json")[0]
+def docs():
+    dev = fixture_docs("train", "dev")  # Re-DocRED dev_revised documents
     return sorted((d for d in dev if len(d.entities) >= 4), key=lambda d: len(d.tokens))[:2]
 
 
 @pytest.fixture(scope="module")
-def layout(shared_data):
-    return docred_layout(load_rel_info(shared_data / "docred" / "rel_info.json"), n_slots=40)
+def layout():
+    return fixture_layout(n_slots=40)
 
 
 @pytest.fixture(scope="module", params=["tiny-t5", "tiny-bart"])  # decoder prefixes of 1 and 2 tokens

@@ -1,6 +1,8 @@
 """The baselines as pipeline stages: the one training loop with the lexical method, and the
 comparison runner's `lexical` and `classifier` rows on the shipped config's smoke section (tiny-bart,
-3 / 2 / 2 real documents, 2 steps) -- trained, selected on dev, scored on test, with every column."""
+3 / 2 / 2 real documents, 2 steps) -- trained, selected on dev, scored on test, with every column.
+The documents are the committed fixture's (tests/fixtures/docred), installed as the runner's converted
+smoke data: no real data is read."""
 
 import csv
 import json
@@ -12,14 +14,13 @@ import pytest
 import dore.methods.lexical
 from dore import experiments, stages
 from dore.config import TrainConfig
-from dore.data.docred import load_rel_info, read_docred
 from dore.extract import Extractor
 from dore.methods.classifier import RelationClassifier
 from dore.methods.lexical import LEXICAL_CARD, LexicalMethod, lexical_target_ids, relation_names_of
 from dore.methods.seq2seq import IGNORE
 from dore.model.backbone import load_backbone
-from dore.symbolic.layout import docred_layout
 from dore.training.loop import train
+from tests.conftest import fixture_docs, fixture_layout, install_docred_fixture
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "comparisons.yaml"
 RUNS = ("lexical-seed42", "classifier-seed42")
@@ -28,11 +29,10 @@ RECORD_KEYS = {"f1", "ign_f1", "p", "r", "decode_seconds", "docs_per_second", "d
 
 
 @pytest.fixture(scope="module")
-def real(shared_data):
-    docs = read_docred(shared_data / "redocred" / "dev_revised.json")[0]
-    layout = docred_layout(load_rel_info(shared_data / "docred" / "rel_info.json"), n_slots=45)
-    short = sorted((d for d in docs[:40] if d.unique_relations()), key=lambda d: len(d.tokens))[:2]
-    return short, layout
+def real():
+    docs = fixture_docs("train", "dev")  # Re-DocRED dev_revised documents
+    short = sorted((d for d in docs if d.unique_relations()), key=lambda d: len(d.tokens))[:2]
+    return short, fixture_layout(n_slots=45)
 
 
 def test_lexical_training_feeds_text_targets_to_a_full_vocabulary_loss(real, tmp_path, monkeypatch):
@@ -64,11 +64,10 @@ def test_lexical_training_feeds_text_targets_to_a_full_vocabulary_loss(real, tmp
 
 
 @pytest.fixture(scope="module")
-def baseline_rows(shared_data, tmp_path_factory):
+def baseline_rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("baselines")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DORE_DATA", str(shared_data))
-        rows = experiments.run_all(CONFIG, out, only=list(RUNS), smoke=True)
+    install_docred_fixture(out / "_data" / "docred-train3-dev2-test2", limit_train=3)  # the smoke data, converted
+    rows = experiments.run_all(CONFIG, out, only=list(RUNS), smoke=True)
     return out, {r["id"]: r for r in rows}
 
 

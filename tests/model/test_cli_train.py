@@ -1,4 +1,5 @@
-"""`dore train --entity-embeddings` then `dore tune` through the CLI, on 3 / 2 real documents."""
+"""`dore train --entity-embeddings` then `dore tune` through the CLI, on 3 / 2 real documents (the
+committed fixture's, from a data root of its raw files: convert runs, the real data is not read)."""
 
 import json
 
@@ -6,12 +7,13 @@ from typer.testing import CliRunner
 
 from dore.cli import app
 from dore.model import entities
+from tests.conftest import fixture_data_root
 
 runner = CliRunner()
 
 
-def test_train_with_entity_embeddings_then_tune_the_na_bias_on_dev(shared_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("DORE_DATA", str(shared_data))
+def test_train_with_entity_embeddings_then_tune_the_na_bias_on_dev(tmp_path, monkeypatch):
+    fixture_data_root(monkeypatch, tmp_path / "data")
     common = ["--dataset", "docred", "--artifacts", str(tmp_path)]
     trained = runner.invoke(app, ["train", *common, "--backbone", "tiny-bart", "--max-steps", "2", "--epochs", "1",
                                   "--batch-docs", "2", "--limit-train", "3", "--limit-dev", "2", "--limit-test", "2",

@@ -1,6 +1,7 @@
 """The comparison runner on the shipped config's smoke section (tiny-bart, 3 / 2 / 2 real documents,
 2 steps): rows with every column, the rendered table and curves, skipping finished runs, resuming an
-interrupted one, and the one-factor rule."""
+interrupted one, and the one-factor rule. The documents are the committed fixture's
+(tests/fixtures/docred), installed as the runner's converted smoke data: no real data is read."""
 
 import csv
 import json
@@ -15,6 +16,7 @@ import dore.methods.dore
 from dore import experiments, stages
 from dore.model import entities
 from dore.training.checkpoint import Checkpointer
+from tests.conftest import install_docred_fixture
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "comparisons.yaml"
 BASE, VARIANT = "base-seed42", "sampling-none-seed42"
@@ -25,7 +27,7 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def comparison(shared_data, tmp_path_factory):
+def comparison(tmp_path_factory):
     """Base runs whole; the variant is interrupted after step 1, then a run of both resumes it."""
     out = tmp_path_factory.mktemp("comparisons")
     trained, loaded = [], []
@@ -45,8 +47,8 @@ def comparison(shared_data, tmp_path_factory):
         loaded.append(Path(path).name)
         return real_load(path, *args)
 
+    install_docred_fixture(out / "_data" / "docred-train3-dev2-test2", limit_train=3)  # the smoke data, converted
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DORE_DATA", str(shared_data))
         mp.setattr(stages, "train", counting_train)
         experiments.run_all(CONFIG, out, only=[BASE], smoke=True)
         with mp.context() as cut:
@@ -159,7 +161,7 @@ def test_plan_refuses_tuned_decoding(tmp_path):
         experiments.plan(config, tmp_path)
 
 
-def test_every_switch_trains_decodes_and_scores_end_to_end(shared_data, tmp_path, monkeypatch):
+def test_every_switch_trains_decodes_and_scores_end_to_end(tmp_path, monkeypatch):
     """Each DORE variant of the shipped config (smoke size) trains, decodes test and is scored, and its
     switch reaches the model: its training targets (or, for init, its initial entity-id embedding)
     differ from the base's."""
@@ -186,7 +188,7 @@ def test_every_switch_trains_decodes_and_scores_end_to_end(shared_data, tmp_path
         first_entity[current[0]] = backbone.model.get_input_embeddings().weight[backbone.code_to_id[0]].detach().clone()
         return backbone
 
-    monkeypatch.setenv("DORE_DATA", str(shared_data))
+    install_docred_fixture(tmp_path / "_data" / "docred-train3-dev2-test2", limit_train=3)
     monkeypatch.setattr(stages, "train", tagging_train)
     monkeypatch.setattr(dore.methods.dore, "decoder_sequences", recording_sequences)
     monkeypatch.setattr(stages, "initial_backbone", recording_backbone)

@@ -6,18 +6,19 @@ from collections import Counter
 import pytest
 
 from dore.config import TrainConfig
-from dore.data.docred import load_rel_info, read_docred
 from dore.methods.dore import DoreMethod
 from dore.model.backbone import load_backbone
-from dore.symbolic.layout import docred_layout
 from dore.training.checkpoint import Checkpointer
 from dore.training.loop import train
+from tests.conftest import fixture_docs, fixture_layout
 
 
 @pytest.fixture(scope="module")
-def small(shared_data):
-    docs = sorted(read_docred(shared_data / "redocred" / "dev_revised.json")[0], key=lambda d: len(d.tokens))[:6]
-    return docs, docred_layout(load_rel_info(shared_data / "docred" / "rel_info.json"), n_slots=40)
+def small():
+    """The fixture's 6 train and dev documents (129-130 tokens, 8-26 relations), shortest first."""
+    docs = sorted(fixture_docs("train", "dev"), key=lambda d: len(d.tokens))
+    assert len(docs) == 6
+    return docs, fixture_layout(n_slots=40)
 
 
 class Interrupt(Exception):

@@ -10,9 +10,10 @@ import pytest
 from dore.data.docred import load_rel_info, read_docred
 from dore.data.model import Document
 from dore.symbolic.layout import docred_layout
+from tests.conftest import DOCRED_FIXTURE
 
 MODEL_NAME = "dore-docred"  # the tag service.py serves by default
-N_SLOTS = 30  # the first ten Re-DocRED test documents have at most 27 entities
+N_SLOTS = 30  # the fixture's test and dev documents have at most 21 entities
 DEV_METRICS = {"f1": 12.5, "ign_f1": 11.0}
 
 
@@ -21,11 +22,11 @@ class Store:
     home: Path  # BENTOML_HOME
     tag: str
     model_dir: Path  # the saved model the store copy was made from
-    docs: list[Document]  # Re-DocRED test documents
+    docs: list[Document]  # Re-DocRED documents: the committed fixture's test (2) then dev (2)
 
 
 @pytest.fixture(scope="session")
-def bento_store(tmp_path_factory, shared_data) -> Store:
+def bento_store(tmp_path_factory) -> Store:
     """`load_backbone("tiny-bart")` saved with `save_pretrained` and put in the store with
     `dore.package.package`, exactly as the pipeline does; BentoML reads this store in-process
     (its container patched) and in servers started with BENTOML_HOME=home."""
@@ -37,8 +38,9 @@ def bento_store(tmp_path_factory, shared_data) -> Store:
     from dore.stages import package_model as package
 
     home = tmp_path_factory.mktemp("bentoml")
-    layout = docred_layout(load_rel_info(shared_data / "docred" / "rel_info.json"), n_slots=N_SLOTS)
-    docs = read_docred(shared_data / "redocred" / "test_revised.json")[0][:10]
+    raw = DOCRED_FIXTURE / "raw"  # DocRED-format files, read as the real ones were
+    layout = docred_layout(load_rel_info(raw / "rel_info.json"), n_slots=N_SLOTS)
+    docs = [doc for split in ("test", "dev") for doc in read_docred(raw / f"{split}.json")[0]]
     model_dir = Extractor(load_backbone("tiny-bart", layout), layout).save_pretrained(
         tmp_path_factory.mktemp("model") / "model", dev_metrics=DEV_METRICS)
     with pytest.MonkeyPatch.context() as env, BentoMLContainer.bentoml_home.patch(str(home)), \
