@@ -14,7 +14,14 @@ in a Failed state whose message is that reason, one line (what `--watch` shows).
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from dore.env import set_offline_defaults
 
@@ -26,8 +33,9 @@ from prefect.states import Failed, State  # noqa: E402
 
 from dore import stages  # noqa: E402
 from dore.config import PipelineParams, artifacts_dir  # noqa: E402
+from dore.data.model import atomic_write_text  # noqa: E402
 from dore.errors import USER_ERRORS, describe_error  # noqa: E402
-from dore.presets import resolve  # noqa: E402
+from dore.presets import resolve, section_values  # noqa: E402
 
 
 def is_io_error(task, task_run, state) -> bool:
@@ -58,9 +66,27 @@ def convert(params: PipelineParams) -> dict:
 
 
 @task(name="train", **JSON_RESULTS)
-def train(params: PipelineParams) -> dict:
-    """Fine-tune, select on dev; the selected model goes to `model/`."""
-    return stages.train_stage(params)
+def train(params: PipelineParams, processes: int = 1) -> dict:
+    """Fine-tune, select on dev; the selected model goes to `model/`. With `processes` > 1 the
+    task starts them with torchrun (CPUs over gloo, GPUs over NCCL), each running the same stage
+    function with these parameters (written beside the run as a params file section)."""
+    if processes == 1:
+        return stages.train_stage(params)
+    out = artifacts_dir(params)
+    params_file = atomic_write_text(out / "train_params.yaml",
+                                    yaml.safe_dump({params.dataset: section_values(params)}, sort_keys=False))
+    with socket.socket() as s:  # a free rendezvous port on this machine
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(processes),
+               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "dore.cli", "stage", "train",
+               "--params", str(params_file), "--section", params.dataset, "--artifacts", params.artifacts]
+    get_run_logger().info("training with %d processes: %s", processes, " ".join(command))
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise RuntimeError(f"training with {processes} processes failed (exit {done.returncode}); its output "
+                           "is in this flow run's log")
+    return json.loads((out / "train" / "summary.json").read_text())
 
 
 @task(name="evaluate", **JSON_RESULTS)
@@ -104,19 +130,20 @@ def failure_reason(exc: Exception) -> str:
 def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "embedded",
                overrides: dict[str, Any] | None = None, artifacts: str | None = None,
                package_model: bool = True, move_latest: bool = False,
-               coref_backends: list[str] | None = None) -> dict | State:
+               coref_backends: list[str] | None = None, train_processes: int = 1) -> dict | State:
     """The whole lifecycle for one dataset. `preset`: `embedded` (MiniLM, small real subset,
     CPU) or `paper` (Table 7); `overrides` merge into it, e.g.
     `{"limit_train": 4, "train": {"backbone": "tiny-bart", "max_steps": 2}}`. `artifacts`: the
     output root (unset: a new `runs/<time>`). `move_latest`: the packaged model becomes
     `dore-<dataset>:latest`, the one `bentoml serve` loads. SciREX only: `coref_backends` (e.g.
     `["gold", "string-match"]`) also evaluates the trained gold-input model over each backend's
-    clusters (settings gold_input / pred_coref_gold_mentions / end_to_end)."""
+    clusters (settings gold_input / pred_coref_gold_mentions / end_to_end). `train_processes`:
+    train with that many processes (torchrun) instead of one."""
     logger = get_run_logger()
     try:
         # parameters, backbone and data are checked before the first task: a typo fails in a second
         params = stages.start_run(resolve(preset, dataset, overrides), artifacts)
-        return lifecycle(params, preset, package_model, move_latest, coref_backends or [])
+        return lifecycle(params, preset, package_model, move_latest, coref_backends or [], train_processes)
     except Exception as exc:  # every failure ends the run with its reason as the state message
         reason = failure_reason(exc)
         if isinstance(exc, USER_ERRORS):
@@ -127,13 +154,13 @@ def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "
 
 
 def lifecycle(params: PipelineParams, preset: str, package_model: bool, move_latest: bool,
-              coref_backends: list[str]) -> dict:
+              coref_backends: list[str], train_processes: int = 1) -> dict:
     """The tasks of `train_dore`, in order, on checked parameters."""
     logger, dataset = get_run_logger(), params.dataset
     logger.info("parameters: %s", params.model_dump_json())
     validate(params)
     convert(params)
-    summary = train(params)
+    summary = train(params, train_processes)
     logger.info("trained %s steps in %s s; selected on dev: %s", summary["steps"], summary["seconds"],
                 summary["best_dev"])
     record = evaluate(params)
@@ -162,7 +189,6 @@ def lifecycle(params: PipelineParams, preset: str, package_model: bool, move_lat
 
 if __name__ == "__main__":
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(description=train_dore.description)
     parser.add_argument("--dataset", default="docred")
