@@ -39,7 +39,7 @@ from dore.presets import load_section, merge, preset_values
 from dore.scoring.score import docred_records_from_documents, headline, predictions_from_documents
 from dore.scoring.score import score as score_predictions
 from dore.symbolic.layout import default_layout
-from dore.symbolic.linearize import build_targets
+from dore.symbolic.linearize import build_targets, convert_file
 from dore.symbolic.sampling import SamplingConfig
 from dore.training.loop import processes
 
@@ -101,7 +101,7 @@ def convert(
     for path in inputs:
         stem = path.name.split(".")[0] if path.is_file() else path.name
         started = time.perf_counter()
-        s = stages.convert_file(path, out_dir / f"{stem}.jsonl", fmt=fmt, rel_info=rel,
+        s = convert_file(path, out_dir / f"{stem}.jsonl", fmt=fmt, rel_info=rel,
                          progress=lambda docs: tqdm(docs, desc=f"linearize {path.name}", leave=False))
         seconds = time.perf_counter() - started
         summary.add_row(str(path), s["format"], str(s["documents"]), str(s["entities"]), str(s["mentions"]),

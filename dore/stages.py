@@ -17,7 +17,6 @@ import io
 import json
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,15 +28,12 @@ from dore.coref.quality import coref_quality
 from dore.coref.run import run_coref
 from dore.data.datasets import SPLITS, data_root, get_setting
 from dore.data.docred import load_rel_info
-from dore.data.formats import read_any
 from dore.data.model import Document, atomic_write_text, read_jsonl, write_jsonl
 from dore.extract import MODEL_CARD, Extractor, training_data_hash
 from dore.model.backbone import check_backbone, initial_backbone
 from dore.scoring.docred import per_relation_f1
 from dore.scoring.score import docred_records, score
 from dore.symbolic.layout import IdLayout, default_layout
-from dore.symbolic.linearize import build_targets
-from dore.symbolic.sampling import SamplingConfig
 from dore.training.loop import TrainResult, processes
 from dore.training.loop import train as train_loop
 
@@ -119,41 +115,6 @@ def convert(params: PipelineParams) -> dict:
     atomic_write_text(out / "layout.json", layout.to_json())
     atomic_write_text(out / "summary.json", json.dumps({"split_note": setting.split_note, **counts}, indent=1))
     return counts
-
-
-def convert_file(path: str | Path, out: str | Path, *, fmt: str | None = None, layout: IdLayout | None = None,
-            rel_info: dict[str, str] | None = None, sampling: SamplingConfig | None = None,
-            seed: int = 0, epoch: int = 0, progress=None) -> dict:
-    """Write `out` (canonical documents) and `out` with `.targets.jsonl` (positive targets).
-
-    Returns a summary of counts: the reader's report plus target statistics.
-    """
-    docs, report, fmt = read_any(path, fmt)
-    layout = layout or default_layout(docs, fmt, rel_info)
-    out = Path(out)
-    write_jsonl(out, docs)
-    lines, lost, lengths, n_positive = [], Counter(), [], 0
-    for doc in (progress(docs) if progress else docs):
-        t = build_targets(doc, layout, sampling, seed=seed, epoch=epoch)
-        lost.update(t.lost)
-        n_positive += len(t.positives)
-        lengths.append(len(t.sequence()))
-        lines.append(json.dumps({"doc_id": doc.doc_id, "sequence": t.render(t.sequence()),
-                                 "rows": {layout.code_name(h): t.render(r) for h, r in t.rows().items()}},
-                                sort_keys=True, ensure_ascii=False) + "\n")
-    targets_path = out.with_name(out.name.removesuffix(".jsonl") + ".targets.jsonl")
-    atomic_write_text(targets_path, "".join(lines))
-    atomic_write_text(out.with_name(out.name.removesuffix(".jsonl") + ".layout.json"), layout.to_json())
-    return {
-        "file": str(path), "format": fmt, "layout": layout.name, "documents": report.documents,
-        "entities": report.entities, "mentions": report.mentions, "relations": report.relations,
-        "unique_relations": sum(len(d.unique_relations()) for d in docs),
-        "positive_tuples": n_positive,
-        "mean_target_length": round(sum(lengths) / max(len(lengths), 1), 1),
-        "max_target_length": max(lengths, default=0),
-        "lost_positives": dict(lost), "quirks": dict(report.quirks), "counts": dict(report.counts),
-        "outputs": [str(out), str(targets_path)],
-    }
 
 
 def load_split(params: PipelineParams, split: str) -> list[Document]:

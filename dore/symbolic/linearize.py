@@ -9,18 +9,22 @@ Two views of the same tuples:
 - `rows()`: for each head h, `t r t r ... EOS` (parallel row generation; h is the prefix).
 
 Everything here is deterministic: the same document, config, seed and epoch give
-byte-identical targets.
+byte-identical targets. `convert_file` writes a dataset file's documents and positive targets
+(`dore convert`).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
+from pathlib import Path
 
-from dore.data.model import Document
-from dore.symbolic.layout import IdLayout, SlotAssignment
+from dore.data.formats import read_any
+from dore.data.model import Document, atomic_write_text, write_jsonl
+from dore.symbolic.layout import IdLayout, SlotAssignment, default_layout
 from dore.symbolic.sampling import SamplingConfig, derived_seed, sample_negatives
 
 Tuple_ = tuple[int, ...]
@@ -129,3 +133,38 @@ def _ranks(layout: IdLayout, assignment: SlotAssignment) -> dict[int, int]:
         rank[slot] = seen[block]
         seen[block] += 1
     return rank
+
+
+def convert_file(path: str | Path, out: str | Path, *, fmt: str | None = None, layout: IdLayout | None = None,
+            rel_info: dict[str, str] | None = None, sampling: SamplingConfig | None = None,
+            seed: int = 0, epoch: int = 0, progress=None) -> dict:
+    """Write `out` (canonical documents) and `out` with `.targets.jsonl` (positive targets).
+
+    Returns a summary of counts: the reader's report plus target statistics.
+    """
+    docs, report, fmt = read_any(path, fmt)
+    layout = layout or default_layout(docs, fmt, rel_info)
+    out = Path(out)
+    write_jsonl(out, docs)
+    lines, lost, lengths, n_positive = [], Counter(), [], 0
+    for doc in (progress(docs) if progress else docs):
+        t = build_targets(doc, layout, sampling, seed=seed, epoch=epoch)
+        lost.update(t.lost)
+        n_positive += len(t.positives)
+        lengths.append(len(t.sequence()))
+        lines.append(json.dumps({"doc_id": doc.doc_id, "sequence": t.render(t.sequence()),
+                                 "rows": {layout.code_name(h): t.render(r) for h, r in t.rows().items()}},
+                                sort_keys=True, ensure_ascii=False) + "\n")
+    targets_path = out.with_name(out.name.removesuffix(".jsonl") + ".targets.jsonl")
+    atomic_write_text(targets_path, "".join(lines))
+    atomic_write_text(out.with_name(out.name.removesuffix(".jsonl") + ".layout.json"), layout.to_json())
+    return {
+        "file": str(path), "format": fmt, "layout": layout.name, "documents": report.documents,
+        "entities": report.entities, "mentions": report.mentions, "relations": report.relations,
+        "unique_relations": sum(len(d.unique_relations()) for d in docs),
+        "positive_tuples": n_positive,
+        "mean_target_length": round(sum(lengths) / max(len(lengths), 1), 1),
+        "max_target_length": max(lengths, default=0),
+        "lost_positives": dict(lost), "quirks": dict(report.quirks), "counts": dict(report.counts),
+        "outputs": [str(out), str(targets_path)],
+    }
