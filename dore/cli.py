@@ -6,6 +6,7 @@ from dore.env import set_offline_defaults
 
 set_offline_defaults()  # offline hub switches and the BentoML store, before transformers and bentoml read them
 
+import gzip
 import importlib.util
 import inspect
 import json
@@ -127,7 +128,8 @@ def _default_rel_info() -> dict[str, str] | None:
 
 @app.command()
 def score(
-    predictions: Annotated[Path, typer.Argument(help="result.json (CodaLab), a dataset file, or dore JSONL documents")],
+    predictions: Annotated[Path, typer.Argument(help="result.json (CodaLab; .json.gz too), a dataset file, or dore "
+                                                     "JSONL documents")],
     gold: Annotated[Path, typer.Argument(help="gold dataset file")],
     train: Annotated[Optional[list[Path]], typer.Option(help="DocRED: files trained on (Ign F1 fact set)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write the metrics JSON here")] = None,
@@ -136,7 +138,7 @@ def score(
 
     gold_docs, _, _ = read_any(gold)
     records = None
-    if predictions.suffix == ".json" and _is_result_json(predictions):
+    if predictions.name.endswith((".json", ".json.gz")) and _is_result_json(predictions):
         records = [p.model_dump(exclude_none=True) for p in read_docred_result(predictions)]
         preds = {}
     else:
@@ -152,7 +154,7 @@ def score(
 
 
 def _is_result_json(path: Path) -> bool:
-    with open(path, encoding="utf-8") as fh:
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as fh:
         head = fh.read(4096).lstrip()
     return head.startswith("[") and '"h_idx"' in head
 

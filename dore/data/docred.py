@@ -9,6 +9,7 @@ their meaning. Re-DocRED's extra mention keys `global_pos` and `index` are docum
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -113,7 +114,11 @@ def _iter_json_list(text: str, file: PathLike) -> Iterator[tuple[int, object]]:
 
 
 def _read_text(path: PathLike) -> str:
+    """The file's text; `.gz` files are decompressed (committed predictions are gzip-compressed)."""
     try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                return fh.read()
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from exc

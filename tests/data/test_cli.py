@@ -59,3 +59,26 @@ def test_carved_splits_read_their_source_file_once(shared_data, monkeypatch):
     splits = setting.read_splits(root=shared_data)
     assert len(calls) == 2  # dev_revised (train + dev) and test_revised
     assert [d.doc_id for d in splits["train"] + splits["dev"]] == [d.doc_id for d in original(setting, calls[0])[0]]
+
+
+def test_score_reads_gzip_compressed_predictions(shared_data, tmp_path):
+    """Committed predictions are gzip-compressed: `dore score` rescoring them gives the same numbers."""
+    import gzip
+
+    gold = shared_data / "redocred" / "test_revised.json"
+    docs = json.loads(gold.read_text())[:3]
+    gold_3 = tmp_path / "gold.json"
+    gold_3.write_text(json.dumps(docs))
+    records = [{"title": d["title"], "h_idx": lab["h"], "t_idx": lab["t"], "r": lab["r"]}
+               for d in docs for lab in d["labels"]][::2]  # half the facts: not a trivial 100
+    plain, packed = tmp_path / "result.json", tmp_path / "result.json.gz"
+    plain.write_text(json.dumps(records))
+    with gzip.open(packed, "wt", encoding="utf-8") as fh:
+        json.dump(records, fh)
+    scores = []
+    for path in (plain, packed):
+        out = tmp_path / f"{path.name}.metrics.json"
+        result = runner.invoke(app, ["score", str(path), str(gold_3), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(out.read_text())["f1"])
+    assert scores[0] == scores[1] and 0 < scores[0] < 100
