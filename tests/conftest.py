@@ -101,3 +101,16 @@ def fixture_data_root(mp: pytest.MonkeyPatch, root: Path) -> Path:
     mp.setitem(datasets.SETTINGS, "docred", dataclasses.replace(datasets.SETTINGS["docred"], carve=carve))
     mp.setenv("DORE_DATA", str(root))
     return root
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A temporary BentoML store, in this process and in the ones it starts."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    home = tmp_path / "bentoml"
+    with pytest.MonkeyPatch.context() as env, BentoMLContainer.bentoml_home.patch(str(home)), \
+            BentoMLContainer.model_store.patch(ModelStore(home / "models")):
+        env.setenv("BENTOML_HOME", str(home))
+        yield home

@@ -99,19 +99,6 @@ def test_help_fits_80_columns_and_lists_every_choice():
 
 # --- the model store ------------------------------------------------------------------------------
 
-@pytest.fixture
-def store(tmp_path):
-    """A temporary BentoML store, in this process and in the ones it starts."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
-
-    home = tmp_path / "bentoml"
-    with pytest.MonkeyPatch.context() as env, BentoMLContainer.bentoml_home.patch(str(home)), \
-            BentoMLContainer.model_store.patch(ModelStore(home / "models")):
-        env.setenv("BENTOML_HOME", str(home))
-        yield home
-
-
 def saved_model(path: Path) -> Path:
     """What packaging copies: a folder with a model card."""
     path.mkdir(parents=True)

@@ -30,18 +30,6 @@ def checkout(tmp_path, monkeypatch, shared_data):
     return tmp_path
 
 
-@pytest.fixture
-def store(tmp_path):
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
-
-    home = tmp_path / "bentoml"
-    with pytest.MonkeyPatch.context() as env, BentoMLContainer.bentoml_home.patch(str(home)), \
-            BentoMLContainer.model_store.patch(ModelStore(home / "models")):
-        env.setenv("BENTOML_HOME", str(home))
-        yield home
-
-
 def files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
