@@ -120,8 +120,9 @@ def latency_ms(seconds: list[float]) -> dict | None:
     return {"p50": 1e3 * cuts[49], "p95": 1e3 * cuts[94], "p99": 1e3 * cuts[98], "mean": 1e3 * statistics.fmean(seconds)}
 
 
-def load(url: str, payloads: list[dict], clients: int, requests: int, warmup: int) -> dict:
-    """Closed loop: `clients` threads keep `clients` requests in flight until `requests` are answered."""
+def load(url: str, payloads: list[dict], clients: int, requests: int, warmup: int, duration: float | None = None) -> dict:
+    """Closed loop: `clients` threads keep `clients` requests in flight until `requests` are
+    answered, or, with `duration`, until that many seconds have passed."""
     with httpx.Client(base_url=url, timeout=300, limits=httpx.Limits(max_connections=clients + 4)) as http:
         info = http.get("/model").json()
 
@@ -134,12 +135,22 @@ def load(url: str, payloads: list[dict], clients: int, requests: int, warmup: in
             list(pool.map(send, range(warmup)))  # also trains the dispatcher's latency model
             docs_before, batches_before = batch_counters(http)
             start = time.perf_counter()
-            results = list(pool.map(send, range(requests)))
+            if duration is None:
+                results = list(pool.map(send, range(requests)))
+            else:
+                def client(k: int) -> list[tuple[int, float]]:
+                    mine, i = [], k
+                    while time.perf_counter() - start < duration:
+                        mine.append(send(i))
+                        i += clients
+                    return mine
+
+                results = [r for mine in pool.map(client, range(clients)) for r in mine]
             wall = time.perf_counter() - start
         docs_after, batches_after = batch_counters(http)
     ok = [latency for status, latency in results if status == 200]
     batches = batches_after - batches_before
-    return {"model": info["model"], "adaptive_batching": info["adaptive_batching"], "requests": requests,
+    return {"model": info["model"], "adaptive_batching": info["adaptive_batching"], "requests": len(results),
             "clients": clients, "ok": len(ok), "errors": dict(Counter(str(s) for s, _ in results if s != 200)),
             "wall_s": wall, "requests_per_s": len(ok) / wall, "latency_ms": latency_ms(ok),
             "mean_batch_size": (docs_after - docs_before) / batches if batches else None}
@@ -153,6 +164,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--duration", type=float, help="seconds of load per mode (instead of --requests)")
+    ap.add_argument("--name", default="service", help="result files: <out>/<name>.json and .md")
     ap.add_argument("--docs", type=int, default=20, help="distinct Re-DocRED test documents to cycle through")
     ap.add_argument("--modes", default="on,off", help="adaptive batching modes to run, in order")
     ap.add_argument("--torch-threads", type=int, default=1,
@@ -173,20 +186,23 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="dore-bench-service-") as scratch:
         if args.url:
-            runs.append(load(args.url, payloads_for(args.url), args.clients, args.requests, args.warmup))
+            runs.append(load(args.url, payloads_for(args.url), args.clients, args.requests, args.warmup, args.duration))
         else:
             model = build_tiny_store(Path(scratch) / "bentoml") if args.tiny else args.model
             for mode in args.modes.split(","):
                 with serve(mode == "on", model, args.torch_threads, Path(scratch) / f"serve-{mode}.log") as url:
-                    runs.append(load(url, payloads_for(url), args.clients, args.requests, args.warmup))
+                    runs.append(load(url, payloads_for(url), args.clients, args.requests, args.warmup, args.duration))
 
     source = "random tiny-bart, DocRED layout (--tiny)" if args.tiny else args.url or args.model
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     results = {"runs": runs, "model_source": source, "documents": args.docs, "cpus": os.cpu_count(), "torch_threads": args.torch_threads,
+               "revision": revision, "duration_s": args.duration,
                "python": platform.python_version(), "machine": platform.machine(),
                "note": "clients and server share this machine"}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "service.json").write_text(json.dumps(results, indent=1) + "\n")
-    lines = [f"# Service benchmark: POST /extract, {args.clients} concurrent clients, {args.requests} requests",
+    (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    load_text = f"{args.duration:.0f} s" if args.duration else f"{args.requests} requests"
+    lines = [f"# Service benchmark: POST /extract, {args.clients} concurrent clients, {load_text} per mode (code {revision})",
              "", f"Model `{runs[0]['model']}` ({source}); one Re-DocRED test document per request ({args.docs} distinct, token form); "
              f"{os.cpu_count()} CPUs shared by clients and server; server torch threads: "
              f"{args.torch_threads or 'torch default'}.", "",
@@ -197,7 +213,7 @@ def main() -> None:
         ms = [f"{lat[q]:.0f}" if lat else "-" for q in ("p50", "p95", "p99")]
         lines.append(f"| {'on' if r['adaptive_batching'] else 'off'} | {r['requests_per_s']:.1f} | {' | '.join(ms)} | "
                      f"{f'{batch:.1f}' if batch else '-'} | {sum(r['errors'].values())} {r['errors'] or ''} |")
-    (args.out / "service.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
