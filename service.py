@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse  # noqa: E402
 from dore.data.model import DataError, Document  # noqa: E402
 from dore.extract import Extractor  # noqa: E402
 from dore.serving import (  # noqa: E402
+    FIND_ENTITIES,
     MAX_DOCUMENTS_PER_REQUEST,
     DocumentIn,
     DocumentResult,
@@ -94,6 +95,11 @@ class DoreService:
         except DataError as exc:
             status, body = refusal(exc)
             return JSONResponse(body, status_code=status)
+        if self.extractor.recognizer is None:
+            unread = next((doc.doc_id for doc in docs if doc.meta.get(FIND_ENTITIES)), None)
+            if unread is not None:
+                return JSONResponse({"error": f"this model ({self.tag}) has no entity recognizer: give the "
+                                     "document's entities", "document": unread, "field": "entities"}, status_code=422)
         client = getattr(self, "to_async", None)  # set by BentoML's server; absent in a bare DoreService()
         if client is not None:
             try:
@@ -108,8 +114,9 @@ class DoreService:
             if outcome.error is not None:
                 return JSONResponse({"error": outcome.error, "document": doc.doc_id, "field": None},
                                     status_code=outcome.status)
-        return ExtractResponse(model=self.tag, documents=[DocumentResult(id=doc.doc_id, relations=outcome.relations)
-                                                          for doc, outcome in zip(docs, outcomes)])
+        return ExtractResponse(model=self.tag, documents=[
+            DocumentResult(id=doc.doc_id, relations=outcome.relations, entities=outcome.entities,
+                           entities_dropped=outcome.entities_dropped) for doc, outcome in zip(docs, outcomes)])
 
     @bentoml.api(batchable=ADAPTIVE_BATCHING, max_batch_size=MAX_BATCH_DOCUMENTS, max_latency_ms=MAX_BATCH_LATENCY_MS)
     def extract_batch(self, documents: list[Document]) -> list[Extraction]:
@@ -122,9 +129,15 @@ class DoreService:
                 admitted[i] = check_document(doc, self.extractor.layout)
             except DataError as exc:
                 outcomes[i] = Extraction.refused(exc)
+        given = {i: doc for i, doc in admitted.items() if not doc.meta.get(FIND_ENTITIES)}
+        unread = {i: doc for i, doc in admitted.items() if doc.meta.get(FIND_ENTITIES)}
         try:
-            predicted = self.extractor.extract(list(admitted.values()))
-            outcomes.update({i: Extraction.of(rels) for i, rels in zip(admitted, predicted)})
+            if given:
+                predicted = self.extractor.extract(list(given.values()))
+                outcomes.update({i: Extraction.of(rels) for i, rels in zip(given, predicted)})
+            if unread:
+                found = self.extractor.extract_text(list(unread.values()))
+                outcomes.update({i: Extraction.found(result) for i, result in zip(unread, found)})
         except Exception:  # noqa: BLE001 - retried one by one, so only the culprit fails
             logger.exception("batch of %d documents failed; extracting them one by one", len(admitted))
             outcomes.update({i: self._extract_one(doc) for i, doc in admitted.items()})
@@ -132,6 +145,8 @@ class DoreService:
 
     def _extract_one(self, doc: Document) -> Extraction:
         try:
+            if doc.meta.get(FIND_ENTITIES):
+                return Extraction.found(self.extractor.extract_text([doc])[0])
             return Extraction.of(self.extractor.extract([doc])[0])
         except DataError as exc:
             return Extraction.refused(exc)

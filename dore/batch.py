@@ -8,6 +8,9 @@ over a Dask cluster, one function per step, each safe to rerun.
   `dore predict` writes), written atomically. A shard already extracted by the same model is
   skipped, so a rerun does only what is missing; a failure names the shard file and the document.
 - `merge`: the shards' results, in corpus order, into one file equal to `dore predict`'s.
+
+Documents that come without entities (plain text, `{"id", "text"}` lines, DocRED without
+`vertexSet`) go through the model's entity recognizer: their lines carry the entities found.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from dore.config import DecodingConfig
 from dore.data.formats import detect_format, read_any
-from dore.data.model import DataError, atomic_write_text, read_jsonl
+from dore.data.model import DataError, Document, atomic_write_text, read_jsonl
+from dore.data.text import is_text_file, read_texts
 from dore.extract import MODEL_CARD, Extractor, PredictedRelation
 
 
@@ -42,7 +47,9 @@ def write_shards(inputs: Sequence[str | Path], out_dir: str | Path, shard_docs: 
         raise ValueError(f"shard_docs must be at least 1, not {shard_docs}")
     lines: list[str] = []
     for path in map(Path, inputs):
-        if detect_format(path) == "dore":
+        if is_text_file(path):
+            lines += [doc.to_json() for doc in read_texts(path)]
+        elif detect_format(path) == "dore":
             lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         else:
             lines += [doc.to_json() for doc in read_any(path)[0]]
@@ -67,10 +74,36 @@ def _extractor(model_dir: str, fingerprint: str) -> Extractor:
     return Extractor.from_pretrained(model_dir)
 
 
+def read_inputs(path: str | Path, fmt: str | None = None) -> list[Document]:
+    """The documents of a file: text documents (plain text, `{"id", "text"}` lines; told apart
+    by content, `--format text` forces it) or any dataset format dore reads."""
+    path = Path(path)
+    if fmt == "text" or (fmt is None and is_text_file(path)):
+        return read_texts(path)
+    return read_any(path, fmt)[0]
+
+
 def prediction_lines(docs, relations: Sequence[Sequence[PredictedRelation]]) -> str:
-    """`dore predict`'s JSON lines: one `{"doc_id", "relations"}` per document."""
+    """`dore predict`'s JSON lines for documents given with their entities: `{"doc_id", "relations"}`."""
     return "".join(json.dumps({"doc_id": d.doc_id, "relations": [r.model_dump() for r in rels]}) + "\n"
                    for d, rels in zip(docs, relations))
+
+
+def predict_lines(extractor: Extractor, docs: Sequence[Document], decoding: DecodingConfig | None = None) -> str:
+    """`dore predict`'s JSON lines, in input order: documents given with entities as
+    `prediction_lines`; the others (no entities given) with the entities found,
+    `{"doc_id", "entities", "relations", "entities_dropped"}` (`TextExtraction.to_dict`)."""
+    given = [d for d in docs if d.entities]
+    found = iter(extractor.extract_text([d for d in docs if not d.entities], decoding)
+                 if len(given) < len(docs) else [])
+    relations = iter(extractor.extract(given, decoding) if given else [])
+    lines = []
+    for doc in docs:
+        if doc.entities:
+            lines.append(prediction_lines([doc], [next(relations)]))
+        else:
+            lines.append(json.dumps(next(found).to_dict()) + "\n")
+    return "".join(lines)
 
 
 def extract_shard(model_dir: str | Path, shard: str | Path, fingerprint: str) -> dict:
@@ -80,12 +113,12 @@ def extract_shard(model_dir: str | Path, shard: str | Path, fingerprint: str) ->
         return {"shard": str(shard), "output": str(out), "skipped": True}
     docs = list(read_jsonl(shard))  # a corrupt line raises DataError naming the file and line
     try:
-        relations = _extractor(str(model_dir), fingerprint).extract(docs)
+        lines = predict_lines(_extractor(str(model_dir), fingerprint), docs)
     except ValueError as exc:  # a document the model cannot take: the message names it
         raise DataError(str(exc), file=shard) from exc
-    atomic_write_text(out, prediction_lines(docs, relations))
+    atomic_write_text(out, lines)
     return {"shard": str(shard), "output": str(out), "skipped": False, "documents": len(docs),
-            "relations": sum(map(len, relations))}
+            "relations": sum(len(json.loads(line)["relations"]) for line in lines.splitlines())}
 
 
 def merge(outputs: Sequence[str | Path], merged: str | Path) -> Path:

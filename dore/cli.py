@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from dore import stages
 from dore.analysis import main as attention_main
-from dore.batch import prediction_lines
+from dore.batch import predict_lines, read_inputs
 from dore.config import PipelineParams, TrainConfig, artifacts_dir
 from dore.data.datasets import SETTINGS, data_root
 from dore.data.docred import load_rel_info, read_docred_result, write_docred_result
-from dore.data.formats import read_any
+from dore.data.formats import detect_format, read_any
 from dore.data.importing import DEFAULT_DEST, DEFAULT_SOURCE, MirrorMissingError, import_data
 from dore.data.model import atomic_write_text
 from dore.errors import USER_ERRORS, describe_error
@@ -462,27 +462,35 @@ def data_import(
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="a saved DORE model directory")],
-    inputs: Annotated[Path, typer.Argument(help="documents (any format dore reads)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="result.json (DocRED: official CodaLab format) or .jsonl")] = Path("result.json"),
-    fmt: Annotated[Optional[str], typer.Option("--format")] = None,
+    inputs: Annotated[Path, typer.Argument(help="documents: any format dore reads, plain text, or JSON lines of "
+                                                "{\"id\", \"text\"} (told apart by content)")],
+    out: Annotated[str, typer.Option("--out", "-o", help="result.json (DocRED given with entities: the official "
+                                                         "CodaLab format), .jsonl, or - for standard output")] = "result.json",
+    fmt: Annotated[Optional[str], typer.Option("--format", help="docred|pubtator|eog|renet|scirex|dore|text")] = None,
     num_beams: int = 1,
+    entities: Annotated[Optional[Path], typer.Option(help="entity recognizer folder (default: the model's own, or "
+                                                          "its run's <dataset>/entities)")] = None,
 ):
-    """Extract relations; DocRED input gives the official result.json (h_idx/t_idx index the vertexSet)."""
-
-
-    extractor = Extractor.from_pretrained(model_dir)
-    docs, _, fmt = read_any(inputs, fmt)
+    """Extract relations. Documents given with entities keep them (DocRED input gives the official
+    result.json, h_idx/t_idx indexing the vertexSet); documents without (plain text, {"id", "text"}
+    lines, DocRED without vertexSet) get entities from the model's recognizer: one JSON line each with
+    the entities (mentions with sentence, word and character spans) and the relations between them."""
+    extractor = Extractor.from_pretrained(model_dir, entities=entities)
+    docs = read_inputs(inputs, fmt)
     decoding = extractor.decoding.model_copy(update={"num_beams": num_beams})
-    results = []
-    step = decoding.batch_docs
-    for i in tqdm(range(0, len(docs), step), desc="extract", unit="batch"):
-        results.extend(extractor.extract(docs[i: i + step], decoding))
-    if fmt == "docred" or out.suffix == ".json":
+    if all(d.entities for d in docs) and (out.endswith(".json") or detect_format(inputs) == "docred" and out != "-"):
+        results = extractor.extract(docs, decoding)
         write_docred_result(out, [{"title": d.doc_id, "h_idx": r.args[0], "t_idx": r.args[1], "r": r.label}
                                   for d, rels in zip(docs, results) for r in rels])
-    else:
-        atomic_write_text(out, prediction_lines(docs, results))
-    console.print(f"{sum(map(len, results))} relations from {len(docs)} documents -> {out}")
+        console.print(f"{sum(map(len, results))} relations from {len(docs)} documents -> {out}")
+        return
+    lines = predict_lines(extractor, docs, decoding)
+    if out == "-":
+        typer.echo(lines, nl=False)
+        return
+    atomic_write_text(out, lines)
+    relations = sum(len(json.loads(line)["relations"]) for line in lines.splitlines())
+    console.print(f"{relations} relations from {len(docs)} documents -> {out}")
 
 
 @app.command("extract")

@@ -1,9 +1,13 @@
-"""Prediction API: `Extractor.from_pretrained(dir).extract(documents)`.
+"""Prediction API: `Extractor.from_pretrained(dir).extract(documents)`, and from plain text
+`extract_text(texts)`: text -> sentences and words -> mentions -> entities -> DORE relations.
 
 A saved model directory holds the backbone (safetensors weights and tokenizer, symbol
 tokens included), `layout.json` (entity slots, relation order and names) and
 `dore_model.json` (preset, decoding defaults, training-data hash, dev metrics). Loading
-refuses a document that does not fit the layout, with a clear error.
+refuses a document that does not fit the layout, with a clear error. A model that reads plain
+text also has an entity recognizer (mention detection and coreference, `dore.entities`): in
+its `entities/` folder, or beside it in the run (`<run>/<dataset>/entities`, where the
+`train-entities` stage writes it); packaging copies it into the model.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import torch
 from pydantic import BaseModel
 
 from dore.config import DecodingConfig
-from dore.data.model import Document, atomic_write_text
+from dore.data.model import DataError, Document, atomic_write_text
+from dore.data.text import document_from_text
 from dore.decoding.constraint import Rules, slot_mask
 from dore.decoding.generate import generate_rows, generate_sequence
+from dore.entities import EntityRecognizer
 from dore.model.backbone import Backbone, load_trained
 from dore.model.inputs import encode_document, pad_batch
 from dore.progress import Progress
@@ -30,6 +36,7 @@ from dore.symbolic.layout import IdLayout, LayoutError, SlotAssignment
 from dore.symbolic.parse import parse_codes, parse_rows
 
 MODEL_CARD = "dore_model.json"
+ENTITIES_DIR = "entities"  # the entity recognizer, inside a model directory or beside it
 PROGRESS_LINE_EVERY = 10  # batches between two plain progress lines outside a terminal
 MAX_RELATIVE_POSITIONS = 4096  # decoder length cap for backbones without absolute positions (T5)
 Predictions = dict[str, list[tuple[tuple[int, ...], str]]]  # doc id -> [(entity indices, label)], as scorers take
@@ -54,6 +61,37 @@ class ExtractionStats:
     outputs_cut: int = 0  # rows or sequences that ended because their token budget had no room for another tuple
 
 
+@dataclass
+class TextExtraction:
+    """One document read without given entities: the entities found and the relations between them."""
+
+    document: Document  # with the predicted entities (character spans when it came as text)
+    relations: list[PredictedRelation]
+    entities_dropped: int = 0  # found beyond the model's slots: the lowest-scoring are left out
+
+    def to_dict(self) -> dict:
+        """Entities (type, name, score; mentions with sentence, sentence-relative word span `pos` as
+        in DocRED, and character span when known) and relations referring to them by index."""
+        doc = self.document
+        scores = doc.meta.get("entity_scores") or [None] * len(doc.entities)
+        entities = []
+        for ent, score in zip(doc.entities, scores):
+            mentions = []
+            for m in ent.mentions:
+                sent = m.sent_id if m.sent_id is not None else doc.sentence_of(m.start)
+                first = doc.sentences[sent][0]
+                mention = {"text": m.text, "sent_id": sent, "pos": [m.start - first, m.end - first], "type": m.type}
+                if m.char_start is not None:
+                    mention |= {"start": m.char_start, "end": m.char_end}
+                mentions.append(mention)
+            entities.append({"type": ent.type, "name": ent.name, "score": score, "mentions": mentions})
+        relations = [{"h": r.args[0], "t": r.args[1], "r": r.label, "label_name": r.label_name,
+                      "confidence": r.confidence, **({"args": list(r.args)} if len(r.args) > 2 else {})}
+                     for r in self.relations]
+        return {"doc_id": doc.doc_id, "entities": entities, "relations": relations,
+                "entities_dropped": self.entities_dropped}
+
+
 def training_data_hash(docs: Iterable[Document]) -> str:
     h = hashlib.sha256()
     for d in docs:
@@ -61,23 +99,38 @@ def training_data_hash(docs: Iterable[Document]) -> str:
     return h.hexdigest()
 
 
+def recognizer_dir(model_dir: str | Path) -> Path | None:
+    """Where a model's entity recognizer is: inside the model, else beside it in its run."""
+    model_dir = Path(model_dir)
+    for candidate in (model_dir / ENTITIES_DIR, model_dir.parent / ENTITIES_DIR):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 class Extractor:
-    def __init__(self, backbone: Backbone, layout: IdLayout, decoding: DecodingConfig | None = None, card: dict | None = None):
+    def __init__(self, backbone: Backbone, layout: IdLayout, decoding: DecodingConfig | None = None,
+                 card: dict | None = None, recognizer: EntityRecognizer | None = None):
         self.backbone, self.layout = backbone, layout
         self.decoding = decoding or DecodingConfig()
         self.card = card or {}
         self.stats = ExtractionStats()
+        self.recognizer = recognizer
 
     # --- persistence -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "Extractor":
+    def from_pretrained(cls, directory: str | Path, entities: str | Path | None = None) -> "Extractor":
+        """The model in `directory`, with the entity recognizer in `entities` (default: the
+        model's own or its run's, if there is one)."""
         directory = Path(directory)
         if not (directory / MODEL_CARD).exists():
             raise FileNotFoundError(f"{directory} is not a saved DORE model (no {MODEL_CARD})")
         card = json.loads((directory / MODEL_CARD).read_text())
         layout = IdLayout.from_dict(json.loads((directory / "layout.json").read_text()))
         backbone = load_trained(directory, layout)
-        return cls(backbone, layout, DecodingConfig(**card.get("decoding", {})), card)
+        entities = Path(entities) if entities is not None else recognizer_dir(directory)
+        recognizer = EntityRecognizer.from_pretrained(entities) if entities is not None else None
+        return cls(backbone, layout, DecodingConfig(**card.get("decoding", {})), card, recognizer)
 
     def save_pretrained(self, directory: str | Path, **card) -> Path:
         """Weights as safetensors only, tokenizer, layout and model card; written to a temporary
@@ -90,6 +143,8 @@ class Extractor:
         self.card = {**self.card, **card, "decoding": self.decoding.model_dump(), "family": self.backbone.family}
         atomic_write_text(tmp / "layout.json", self.layout.to_json())
         atomic_write_text(tmp / MODEL_CARD, json.dumps(self.card, indent=1, default=str))
+        if self.recognizer is not None:
+            self.recognizer.save_pretrained(tmp / ENTITIES_DIR)
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
         return directory
@@ -100,6 +155,45 @@ class Extractor:
             return self.layout.assign(doc)
         except LayoutError as exc:
             raise LayoutError(f"document {doc.doc_id!r} does not fit this model: {exc}") from None
+
+    def recognize(self, docs: Sequence[Document | str]) -> list[tuple[Document, int]]:
+        """Entities for documents given without them (plain text, or sentences of words): per
+        document, the document with its predicted entities that fit the model's slots, and how
+        many were left out (the lowest-scoring first)."""
+        if self.recognizer is None:
+            raise DataError("this model has no entity recognizer, so it cannot read documents without entities: "
+                            "give the entities, or use a model packaged with one (`dore entities train`)",
+                            field="entities")
+        docs = [document_from_text(d, str(i)) if isinstance(d, str) else d.model_copy(update={"entities": [],
+                                                                                             "relations": []})
+                for i, d in enumerate(docs)]
+        return [self.fit_slots(doc) for doc in self.recognizer.recognize(docs)]
+
+    def fit_slots(self, doc: Document) -> tuple[Document, int]:
+        """`doc` with only as many entities per block as the layout has slots: the highest-scoring
+        (`meta["entity_scores"]`) are kept, in their order; entities of a type the layout has no
+        block for are left out too."""
+        scores = doc.meta.get("entity_scores") or [1.0] * len(doc.entities)
+        room = {b.type if self.layout.typed else None: b.size for b in self.layout.blocks}
+        keep = set()
+        for i in sorted(range(len(doc.entities)), key=lambda i: -scores[i]):
+            block = doc.entities[i].type if self.layout.typed else None
+            if room.get(block, 0) > 0:
+                room[block] -= 1
+                keep.add(i)
+        kept = sorted(keep)
+        if len(kept) == len(doc.entities):
+            return doc, 0
+        meta = {**doc.meta, "entity_scores": [scores[i] for i in kept]}
+        return doc.model_copy(update={"entities": [doc.entities[i] for i in kept], "meta": meta}), \
+            len(doc.entities) - len(kept)
+
+    def extract_text(self, docs: Sequence[Document | str],
+                     decoding: DecodingConfig | None = None) -> list[TextExtraction]:
+        """Plain texts (or documents without entities) -> entities -> relations between them."""
+        prepared = self.recognize(docs)
+        relations = self.extract([doc for doc, _ in prepared], decoding)
+        return [TextExtraction(doc, rels, dropped) for (doc, dropped), rels in zip(prepared, relations)]
 
     @torch.no_grad()
     def generate(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):

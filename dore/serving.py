@@ -16,7 +16,11 @@ own with a 4xx naming the document and the field:
   no block for, more entities than the model has slots.
 
 Text is cut into words by the same tokenizer the PubTator/RENET readers use
-(`dore.data.bio.tokenize`), split again at every mention boundary.
+(`dore.data.bio.tokenize`), split again at every mention boundary. A document sent without
+`entities` is read by the model's entity recognizer instead (text: sentences and words from
+`dore.data.text`); its answer lists the entities found (mentions as character spans, type, name)
+and the relations refer to them by position. A model without a recognizer (CDR, GDA) refuses
+such a document with 422 and the reason.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dore.data.bio import split_sentences, tokenize
 from dore.data.model import DataError, Document, Entity, Mention
-from dore.extract import PredictedRelation
+from dore.data.text import document_from_text
+from dore.extract import PredictedRelation, TextExtraction
 from dore.symbolic.layout import IdLayout, LayoutError
 
 MAX_DOCUMENT_BYTES = 1_000_000  # UTF-8 bytes of a document's text (or of its tokens joined by spaces)
 MAX_DOCUMENTS_PER_REQUEST = 16
+FIND_ENTITIES = "find_entities"  # Document.meta flag: sent without entities, the recognizer finds them
 
 
 class RequestError(DataError):
@@ -86,15 +92,16 @@ class DocumentIn(_Strict):
     id: str | None = Field(default=None, description="echoed in the answer; default: the document's position")
     text: str | None = Field(default=None, description="the document as plain text")
     tokens: list[list[str]] | None = Field(default=None, description="the document as sentences of tokens")
-    entities: list[EntityIn] = Field(description="entities in the order the answer's indices refer to")
+    entities: list[EntityIn] | None = Field(default=None, description=(
+        "entities in the order the answer's indices refer to; leave out to have the model find them"))
 
     @model_validator(mode="after")
     def _one_form(self) -> "DocumentIn":
         if (self.text is None) == (self.tokens is None):
             raise ValueError("give the document as either text or tokens, not both or neither")
-        if self.text is not None and any(e.mentions for e in self.entities):
+        if self.text is not None and any(e.mentions for e in self.entities or []):
             raise ValueError("a text document gives mentions as spans or names; token mentions need tokens")
-        if self.tokens is not None and any(e.spans or e.names for e in self.entities):
+        if self.tokens is not None and any(e.spans or e.names for e in self.entities or []):
             raise ValueError("a token document gives mentions as token spans (mentions); spans and names need text")
         return self
 
@@ -117,9 +124,28 @@ class RelationOut(BaseModel):
                    label=rel.label, label_name=rel.label_name, confidence=rel.confidence, args=list(rel.args))
 
 
+class MentionOut(BaseModel):
+    text: str
+    sent: int = Field(description="sentence index")
+    token_start: int = Field(description="word offset in the sentence, inclusive")
+    token_end: int = Field(description="word offset in the sentence, exclusive")
+    start: int | None = Field(default=None, description="character offset in the text, inclusive (text documents)")
+    end: int | None = Field(default=None, description="character offset, exclusive")
+
+
+class EntityOut(BaseModel):
+    type: str | None
+    name: str = Field(description="the first mention's text")
+    score: float | None = Field(description="the recognizer's confidence")
+    mentions: list[MentionOut]
+
+
 class DocumentResult(BaseModel):
     id: str
     relations: list[RelationOut]
+    entities: list[EntityOut] | None = Field(default=None, description=(
+        "the entities found, when the request gave none; relations refer to them by position"))
+    entities_dropped: int | None = Field(default=None, description="entities found beyond the model's slots")
 
 
 class ExtractResponse(BaseModel):
@@ -131,12 +157,23 @@ class Extraction(BaseModel):
     """One document's outcome inside a batch: its relations, or why it has none."""
 
     relations: list[RelationOut] = Field(default_factory=list)
+    entities: list[EntityOut] | None = None
+    entities_dropped: int | None = None
     error: str | None = None
     status: int | None = None
 
     @classmethod
     def of(cls, relations: list[PredictedRelation]) -> "Extraction":
         return cls(relations=[RelationOut.of(rel) for rel in relations])
+
+    @classmethod
+    def found(cls, result: TextExtraction) -> "Extraction":
+        found = result.to_dict()
+        entities = [EntityOut(type=e["type"], name=e["name"], score=e["score"], mentions=[
+            MentionOut(text=m["text"], sent=m["sent_id"], token_start=m["pos"][0], token_end=m["pos"][1],
+                       start=m.get("start"), end=m.get("end")) for m in e["mentions"]]) for e in found["entities"]]
+        return cls(relations=[RelationOut.of(rel) for rel in result.relations], entities=entities,
+                   entities_dropped=result.entities_dropped)
 
     @classmethod
     def refused(cls, exc: DataError) -> "Extraction":
@@ -178,6 +215,8 @@ def to_document(doc_in: DocumentIn, index: int, layout: IdLayout) -> Document:
     Raises RequestError (413 or 422) naming the document and the field."""
     where = doc_in.id if doc_in.id is not None else index
     doc_id = doc_in.id if doc_in.id is not None else str(index)
+    if doc_in.entities is None:
+        return _document_to_read(doc_in, doc_id, where)
     doc = (_text_document(doc_in, doc_id, where) if doc_in.text is not None
            else _token_document(doc_in, doc_id, where))
     return check_document(doc, layout, where)
@@ -187,6 +226,19 @@ def _check_size(n_bytes: int, where: str | int, field: str) -> None:
     if n_bytes > MAX_DOCUMENT_BYTES:
         raise RequestError(f"document is {n_bytes:,} bytes; the limit is {MAX_DOCUMENT_BYTES:,} bytes",
                            status=413, doc=where, field=field)
+
+
+def _document_to_read(doc_in: DocumentIn, doc_id: str, where: str | int) -> Document:
+    """A document sent without entities: its words and sentences, flagged for the recognizer."""
+    if doc_in.text is not None:
+        _check_size(len(doc_in.text.encode("utf-8")), where, "text")
+        try:
+            doc = document_from_text(doc_in.text, doc_id)
+        except DataError as exc:
+            raise RequestError(exc.message, doc=where, field="text") from None
+    else:
+        doc = _token_document(doc_in.model_copy(update={"entities": []}), doc_id, where)
+    return doc.model_copy(update={"meta": {**doc.meta, FIND_ENTITIES: True}})
 
 
 def _text_document(doc_in: DocumentIn, doc_id: str, where: str | int) -> Document:
@@ -260,6 +312,8 @@ def check_document(doc: Document, layout: IdLayout, where: str | int | None = No
     typed models, slot capacity."""
     where = doc.doc_id if where is None else where
     doc.check()
+    if doc.meta.get(FIND_ENTITIES):
+        return doc  # the recognizer's entities are fitted to the slots (`Extractor.fit_slots`)
     if layout.typed:
         allowed = [b.type for b in layout.blocks]
         for e, ent in enumerate(doc.entities):

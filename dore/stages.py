@@ -29,7 +29,7 @@ from dore.coref.run import run_coref
 from dore.data.datasets import SPLITS, data_root, get_setting
 from dore.data.docred import load_rel_info
 from dore.data.model import Document, atomic_write_text, read_jsonl, write_jsonl
-from dore.extract import MODEL_CARD, Extractor, training_data_hash
+from dore.extract import ENTITIES_DIR, MODEL_CARD, Extractor, recognizer_dir, training_data_hash
 from dore.model.backbone import check_backbone, initial_backbone
 from dore.scoring.docred import per_relation_f1
 from dore.scoring.score import docred_records, score
@@ -284,8 +284,12 @@ def package_model(model_dir: str | Path, name: str, *, move_latest: bool = True)
     card = json.loads((model_dir / MODEL_CARD).read_text())
     metadata = {k: card[k] for k in ("family", "training_data_sha256", "split_note") if k in card}
     metadata["dev_metrics"] = scalars(card.get("dev_metrics") or {})
+    entities = recognizer_dir(model_dir)  # the run's entity recognizer travels with the model
+    metadata["entity_recognizer"] = entities is not None
     with bentoml.models.create(name=name, labels={"framework": "dore"}, metadata=metadata) as bento_model:
         shutil.copytree(model_dir, bento_model.path, dirs_exist_ok=True)
+        if entities is not None and entities.parent != model_dir:
+            shutil.copytree(entities, Path(bento_model.path) / ENTITIES_DIR)
     if kept is not None:  # the store names `latest`'s version in `<store>/<name>/latest`
         (Path(bentoml.models.get(bento_model.tag).path).parent / "latest").write_text(kept)
     return str(bento_model.tag)

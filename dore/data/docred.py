@@ -51,7 +51,7 @@ class _RawLabel(_Raw):
 class _RawDocument(_Raw):
     title: str
     sents: list[list[str]]
-    vertexSet: list[list[_RawMention]]
+    vertexSet: list[list[_RawMention]] | None = None  # absent: entities to be found (`dore predict` on sents only)
     labels: list[_RawLabel] | None = None
 
 
@@ -180,7 +180,9 @@ def _build_document(raw: _RawDocument, file: PathLike, rel_info: Mapping[str, st
     _count_unknown_keys(raw, report)
 
     entities = []
-    for e, vertex in enumerate(raw.vertexSet):
+    if raw.vertexSet is None:
+        report.quirk("no vertexSet: the document is read without entities", title)
+    for e, vertex in enumerate(raw.vertexSet or []):
         mentions = []
         for m, raw_m in enumerate(vertex):
             where = f"vertexSet[{e}][{m}]"
@@ -226,7 +228,7 @@ def _build_document(raw: _RawDocument, file: PathLike, rel_info: Mapping[str, st
 
 
 def _count_unknown_keys(raw: _RawDocument, report: ReaderReport) -> None:
-    parts: list[_Raw] = [raw, *(m for vertex in raw.vertexSet for m in vertex), *(raw.labels or [])]
+    parts: list[_Raw] = [raw, *(m for vertex in raw.vertexSet or [] for m in vertex), *(raw.labels or [])]
     for part in parts:
         for key in part.model_extra.keys() - _DOCUMENTED_EXTRA_KEYS:
             report.quirk(f"unknown key {key!r} ignored", raw.title)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,6 +34,11 @@ from dore.data.model import Document, atomic_write_text
 from dore.progress import Progress
 from dore.training.batching import epoch_batches
 from dore.training.checkpoint import Checkpointer
+
+# Fault injection, for the tests of multi-process training: "<rank>:<step>" makes that process exit
+# abruptly (status 137, as if killed) right after that optimizer step; the job must then fail
+# rather than hang, and a rerun must resume from the last checkpoint.
+FAULT_EXIT_AFTER_STEP = "DORE_FAULT_EXIT_AFTER_STEP"
 
 
 class Method(Protocol):
@@ -150,6 +156,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
             on_log(record)
 
     stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps  # a finished run resumes as finished
+    fault = tuple(map(int, os.environ[FAULT_EXIT_AFTER_STEP].split(":"))) if FAULT_EXIT_AFTER_STEP in os.environ else None
     progress = Progress(total_steps, state["step"], enabled=accelerator.is_main_process)
     loss_of.train()
     while not stop and state["epoch"] < cfg.epochs:
@@ -187,6 +194,8 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
             stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \
                    (cfg.max_minutes is not None and minutes >= cfg.max_minutes)
             stop = _agree(accelerator, stop)  # clocks differ across processes: the main one decides
+            if fault == (rank, state["step"]):
+                os._exit(137)
             state["seconds"], state["counts"] = time.perf_counter() - start, dict(counts)
             if (state["step"] % cfg.checkpoint_every_steps == 0 or stop) and accelerator.is_main_process:
                 ckpt.save(state["step"], model, optimizer, scheduler, state)

@@ -193,7 +193,7 @@ def test_head_out_of_range_in_real_document(shared_data, tmp_path):
     (lambda d: d["vertexSet"][2][0].update(sent_id=2), "T", "vertexSet[2][0].sent_id"),
     (lambda d: d["vertexSet"][0][0].update(pos=[0, "1"]), "T", "vertexSet[0][0].pos[1]"),
     (lambda d: d.pop("sents"), "T", "sents"),
-    (lambda d: d.pop("vertexSet"), "T", "vertexSet"),
+    (lambda d: d.pop("vertexSet"), "T", "labels[0].h"),  # no entities, so labels point nowhere
     (lambda d: d.pop("title"), 0, "title"),
     (lambda d: d["labels"][0].update(t=-1), "T", "labels[0].t"),
     (lambda d: d["labels"][0].update(evidence=[2]), "T", "labels[0].evidence"),
@@ -205,6 +205,15 @@ def test_structural_errors(tmp_path, mutate, doc, field):
     with pytest.raises(DataError) as info:
         read_docred(path)
     assert (info.value.file, info.value.doc, info.value.field) == (str(path), doc, field)
+
+
+def test_a_document_without_vertexset_is_read_without_entities_for_the_recognizer(tmp_path):
+    raw = _doc()
+    raw.pop("vertexSet")
+    raw.pop("labels")
+    (doc,), report = read_docred(_write(tmp_path, [raw]))
+    assert doc.entities == [] and doc.tokens == [t for s in raw["sents"] for t in s]
+    assert report.quirks["no vertexSet: the document is read without entities"] == 1
 
 
 @pytest.mark.parametrize("text, message", [('{"title": "T"}', "JSON list"), ("[1, 2]", "dictionary"),
