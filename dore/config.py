@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dore.data.datasets import SETTINGS
+from dore.data.datasets import ENTITY_SETTINGS, SETTINGS
 from dore.symbolic.sampling import SamplingConfig
 
 
@@ -110,3 +110,37 @@ class PipelineParams(BaseModel):
 def artifacts_dir(params: PipelineParams) -> Path:
     """Where one dataset's pipeline writes: `<artifacts>/<dataset>/`."""
     return Path(params.artifacts) / params.dataset
+
+
+class EntityParams(BaseModel):
+    """Mention detection and coreference (`dore.entities`): one setting's parameters. Training runs
+    in the one loop with `train` (its backbone is the encoder: minilm, or tiny-bart / tiny-t5 for tests)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = "docred"
+    limit_train: int | None = Field(None, description="first N training documents (None: all)")
+    limit_dev: int | None = Field(None, description="first N dev documents (None: all)")
+    limit_test: int | None = Field(None, description="first N test documents (None: all)")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        lr=1e-4, lr_new=1e-3, epochs=2, batch_docs=4, mixed_precision="no", log_every_steps=10))
+    window: int = Field(512, description="encoder window in pieces, special tokens included (capped at the "
+                        "encoder's positions); longer documents are read in overlapping windows")
+    stride: int = Field(256, description="pieces between the starts of consecutive windows")
+    mention_size: int = Field(128, description="width of the mention vectors of the antecedent scorer")
+    coref_weight: float = Field(1.0, description="weight of the antecedent loss beside the tagging loss")
+    select_metric: Literal["mention_f1", "mention_span_f1"] = Field(
+        "mention_f1", description="dev metric that selects the model (mention F1 on span + type, or span only)")
+    artifacts: str = "artifacts"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_entity_setting(cls, name: str) -> str:
+        if name not in ENTITY_SETTINGS:
+            raise ValueError(f"no entity setting {name!r}; choose one of {', '.join(ENTITY_SETTINGS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> "EntityParams":
+        if not 0 < self.stride < self.window:
+            raise ValueError(f"stride {self.stride} must be positive and below the window {self.window}")
+        return self

@@ -121,6 +121,53 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+@dataclass(frozen=True)
+class EntitySetting:
+    """A setting for entity recognition (mentions and coreference, no relations): each split is
+    one or more (file, start, stop) slices in file order, read with the DocRED reader."""
+
+    name: str
+    parts: dict[str, tuple[tuple[str, int | None, int | None], ...]]
+    split_note: str = ""
+    reader: str = "docred"
+
+    def read_splits(self, splits=SPLITS, root: Path | None = None) -> dict[str, list[Document]]:
+        root = Path(root or data_root())
+        files: dict[str, list[Document]] = {}
+        out = {}
+        for split in splits:
+            out[split] = []
+            for file, start, stop in self.parts[split]:
+                if file not in files:
+                    if not (root / file).exists():
+                        raise DataError(MISSING_DATA, file=root / file)
+                    files[file] = READERS[self.reader](root / file)[0]
+                out[split] += files[file][start:stop]
+        return out
+
+
+# Mention detection and coreference train on every document with full entity annotations that is
+# not a test document: DocRED test.json (no relation labels, complete entities) and the training
+# part of Re-DocRED dev_revised; they select on the same 50 held-out dev documents as `docred`.
+ENTITY_SETTINGS: dict[str, EntitySetting] = {
+    "docred": EntitySetting(
+        "docred",
+        {"train": (("docred/test.json", 0, None), ("redocred/dev_revised.json", 0, -50)),
+         "dev": (("redocred/dev_revised.json", -50, None),),
+         "test": (("redocred/test_revised.json", 0, None),)},
+        split_note="entities: train = DocRED test.json (1000 docs, entity annotations only) + Re-DocRED dev_revised "
+                   "minus its last 50 docs; dev = those 50; test = Re-DocRED test_revised",
+    ),
+}
+
+
+def get_entity_setting(name: str) -> EntitySetting:
+    try:
+        return ENTITY_SETTINGS[name]
+    except KeyError:
+        raise ValueError(f"no entity setting {name!r}; choose one of {sorted(ENTITY_SETTINGS)}") from None
+
+
 def get_setting(name: str) -> Setting:
     try:
         return SETTINGS[name]

@@ -1,0 +1,112 @@
+"""Mentions -> entities: the two coreference backends and the entity assembly they share.
+
+- `string-match`: `dore.coref.string_match.StringMatch` (normalised exact match, head words,
+  acronyms and definitions, name variants) over the *predicted* mentions with their predicted
+  DocRED types; only mentions of the same type merge. SciREX's generic heads do not apply to
+  DocRED's types, so that rule is idle here.
+- `learned`: the antecedent scorer of `dore.entities.model`; its string features come from the
+  same normalisation (`pair_features`), so the network starts from what string matching knows.
+
+`assemble` turns clusters of mentions into `Entity` objects: entities ordered by first mention,
+type = the majority of the mentions' types (ties: the first mention's), score = 1 - Π(1 - p_m)
+over the mentions' confidences (the chance that at least one mention is real: entities mentioned
+often rank first when a model keeps the best N).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dore.coref.string_match import StringMatch, initials, is_short_form, normalize
+from dore.data.model import Document, Entity, Mention
+
+COREF_BACKENDS = ("learned", "string-match")
+DISTANCE_BUCKETS = (0, 1, 2, 4, 8)  # sentence distance lower bounds (features 5..9)
+
+
+@dataclass
+class PredictedMention:
+    start: int
+    end: int
+    type: str
+    confidence: float
+    sent_id: int
+
+
+def pair_features(words: Sequence[str], spans: Sequence[tuple[int, int]], types: Sequence[str],
+                  sent_ids: Sequence[int]) -> torch.Tensor:
+    """[n, n, 10] float: same normalised string, same last word, one's words within the other's,
+    acronym of the other, same type, sentence distance bucket (one-hot over 0, 1, 2-3, 4-7, 8+)."""
+    n = len(spans)
+    tokens = [normalize(words[s:e]) for s, e in spans]
+    keys = ["".join(t) for t in tokens]
+    short = [is_short_form(words[s:e]) for s, e in spans]
+    spelled = [initials(words[s:e]) for s, e in spans]
+    out = torch.zeros(n, n, 10)
+    for i in range(n):
+        for j in range(i):
+            ti, tj = tokens[i], tokens[j]
+            f = out[i, j]
+            f[0] = float(bool(keys[i]) and keys[i] == keys[j])
+            f[1] = float(bool(ti) and bool(tj) and ti[-1] == tj[-1])
+            f[2] = float(bool(ti) and bool(tj) and (set(ti) <= set(tj) or set(tj) <= set(ti)))
+            f[3] = float((short[i] and keys[i] in spelled[j]) or (short[j] and keys[j] in spelled[i]))
+            f[4] = float(types[i] == types[j])
+            distance = abs(sent_ids[i] - sent_ids[j])
+            f[5 + sum(distance >= b for b in DISTANCE_BUCKETS[1:])] = 1.0
+    return out
+
+
+def learned_clusters(scores: torch.Tensor) -> list[list[int]]:
+    """Clusters of mention indices: each mention joins its best antecedent's cluster when that
+    scores above the dummy antecedent (0)."""
+    n = scores.shape[0]
+    cluster_of: list[int] = []
+    clusters: list[list[int]] = []
+    for i in range(n):
+        best = int(scores[i, :i].argmax()) if i else -1
+        if best >= 0 and float(scores[i, best]) > 0:
+            cluster_of.append(cluster_of[best])
+            clusters[cluster_of[best]].append(i)
+        else:
+            cluster_of.append(len(clusters))
+            clusters.append([i])
+    return clusters
+
+
+def string_match_clusters(doc: Document, mentions: Sequence[PredictedMention],
+                          matcher: StringMatch | None = None) -> list[list[int]]:
+    """Clusters of mention indices by string matching among mentions of the same type."""
+    matcher = matcher or StringMatch()
+    probe = doc.model_copy(update={"entities": [], "extra_mentions": [
+        Mention(start=m.start, end=m.end, text=" ".join(doc.tokens[m.start:m.end]), type=m.type) for m in mentions]})
+    index = {(m.start, m.end): i for i, m in enumerate(mentions)}
+    return [[index[tuple(span)] for span in cluster] for cluster in matcher.clusters(probe)]
+
+
+def assemble(doc: Document, mentions: Sequence[PredictedMention], clusters: Sequence[Sequence[int]]
+             ) -> tuple[list[Entity], list[float]]:
+    """(entities ordered by first mention, their scores); mentions carry char offsets when the
+    document has `meta["token_offsets"]`."""
+    offsets = doc.meta.get("token_offsets")
+    ordered = sorted((sorted(c, key=lambda i: (mentions[i].start, mentions[i].end)) for c in clusters if c),
+                     key=lambda c: (mentions[c[0]].start, mentions[c[0]].end))
+    entities, scores = [], []
+    for cluster in ordered:
+        members = [mentions[i] for i in cluster]
+        entity_mentions = []
+        for m in members:
+            chars = {"char_start": offsets[m.start][0], "char_end": offsets[m.end - 1][1]} if offsets else {}
+            entity_mentions.append(Mention(start=m.start, end=m.end, text=" ".join(doc.tokens[m.start:m.end]),
+                                           sent_id=m.sent_id, type=m.type, **chars))
+        types = Counter(m.type for m in members)  # insertion-ordered: ties go to the first mention's type
+        entities.append(Entity(mentions=entity_mentions, type=types.most_common(1)[0][0]))
+        missing = 1.0
+        for m in members:
+            missing *= 1.0 - m.confidence
+        scores.append(round(1.0 - missing, 6))
+    return entities, scores
