@@ -62,7 +62,6 @@ def test_two_processes_train_what_one_process_trains(shared_data, tmp_path, monk
                  env={"DORE_FAULT_EXIT_AFTER_STEP": "1:3"})
     assert cut.returncode != 0 and time.perf_counter() - started < 300
     assert "exitcode  : 137" in cut.stderr or "exitcode: 137" in cut.stderr.replace(" ", ""), cut.stderr[-3000:]
-    assert not (tmp_path / "cut" / "docred" / "model").exists()
     resumed = _train(tmp_path / "cut", base, 2, 2, "--checkpoint-every-steps", "1")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr

@@ -1,4 +1,5 @@
-"""A tiny packaged DORE model in a temporary BentoML store, shared by the service tests."""
+"""A tiny packaged DORE model (with an untrained entity recognizer, for text-only requests) in a
+temporary BentoML store, shared by the service tests."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def bento_store(tmp_path_factory) -> Store:
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.models import ModelStore
 
+    from dore.entities import EntityRecognizer
     from dore.extract import Extractor
     from dore.model.backbone import load_backbone
     from dore.stages import package_model as package
@@ -41,7 +43,8 @@ def bento_store(tmp_path_factory) -> Store:
     raw = DOCRED_FIXTURE / "raw"  # DocRED-format files, read as the real ones were
     layout = docred_layout(load_rel_info(raw / "rel_info.json"), n_slots=N_SLOTS)
     docs = [doc for split in ("test", "dev") for doc in read_docred(raw / f"{split}.json")[0]]
-    model_dir = Extractor(load_backbone("tiny-bart", layout), layout).save_pretrained(
+    recognizer = EntityRecognizer.new("tiny-bart", ["LOC", "MISC", "NUM", "ORG", "PER", "TIME"], seed=0)  # untrained
+    model_dir = Extractor(load_backbone("tiny-bart", layout), layout, recognizer=recognizer).save_pretrained(
         tmp_path_factory.mktemp("model") / "model", dev_metrics=DEV_METRICS)
     with pytest.MonkeyPatch.context() as env, BentoMLContainer.bentoml_home.patch(str(home)), \
             BentoMLContainer.model_store.patch(ModelStore(home / "models")):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 
 import pytest
 from starlette.testclient import TestClient
 
+from dore.batch import predict_lines, read_inputs
 from dore.extract import Extractor
 from dore.serving import MAX_DOCUMENT_BYTES, DocumentIn, to_document
 from tests.service.conftest import N_SLOTS, relation_keys, token_request
@@ -63,6 +65,31 @@ def test_text_with_names_is_the_document_with_those_mentions(client, reference):
     assert {(r["head"], r["head_name"]) for r in result["relations"]} <= {(0, "Obama"), (1, "Honolulu"), (2, "Hawaii")}
 
 
+PLAIN = ["Barack Obama was born in Honolulu, Hawaii. He met Angela Merkel in Berlin in 2009.",
+         "Marie Curie was born in Warsaw. She won the Nobel Prize in 1903."]
+
+
+def test_text_without_entities_answers_what_dore_predict_writes(client, reference, tmp_path):
+    response = extract(client, *({"id": f"t{i}", "text": t} for i, t in enumerate(PLAIN)))
+    assert response.status_code == 200, response.text
+    answered = response.json()["documents"]
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(PLAIN)))
+    cli = [json.loads(line) for line in predict_lines(reference, read_inputs(texts)).splitlines()]
+    for text, api, line in zip(PLAIN, answered, cli):
+        assert api["id"] == line["doc_id"] and api["entities"], api
+        assert [(e["type"], e["name"], [(m["start"], m["end"]) for m in e["mentions"]]) for e in api["entities"]] == \
+            [(e["type"], e["name"], [(m["start"], m["end"]) for m in e["mentions"]]) for e in line["entities"]]
+        assert all(text[m["start"]:m["end"]] == m["text"] for e in api["entities"] for m in e["mentions"])
+        assert [(r["head"], r["tail"], r["label"]) for r in api["relations"]] == \
+            [(r["h"], r["t"], r["r"]) for r in line["relations"]]
+        assert api["entities_dropped"] == line["entities_dropped"]
+    # documents with and without entities in one request
+    mixed = extract(client, GOOD, {"text": PLAIN[0]})
+    assert mixed.status_code == 200 and mixed.json()["documents"][0]["entities"] is None
+    assert mixed.json()["documents"][1]["entities"] == answered[0]["entities"]
+
+
 def test_several_documents_in_one_request_answer_in_order(client, bento_store):
     docs = [token_request(d) for d in bento_store.docs[:3]]
     response = extract(client, *docs)
@@ -84,7 +111,9 @@ BAD_REQUESTS = {  # name: (request kwargs, status, words the error must contain)
     "no documents": (dict(json={"documents": []}), 400, ["at least 1"]),
     "too many documents": (dict(json={"documents": [GOOD] * 17}), 400, ["at most 16"]),
     "text and tokens": (dict(json={"documents": [{**GOOD, "tokens": [["a"]]}]}), 400, ["either text or tokens"]),
-    "no entities field": (dict(json={"documents": [{"text": "a b"}]}), 400, ["entities", "Field required"]),
+    "text-only, no words": (dict(json={"documents": [{"text": " \n "}]}), 422, ["empty text", "'text'"]),
+    "text-only, too large": (dict(json={"documents": [{"text": "word " * (MAX_DOCUMENT_BYTES // 5 + 1)}]}), 413,
+                             ["1,000,000 bytes"]),
     "span outside text": (dict(json={"documents": [{"text": "Obama", "entities": [
         {"spans": [{"start": 0, "end": 99}]}]}]}), 422, ["[0, 99)", "outside the 5-character text"]),
     "empty text": (dict(json={"documents": [{"text": " ", "entities": [
@@ -150,6 +179,12 @@ def test_bare_instance_extracts_and_isolates_a_failing_document(service, bento_s
         if any(d.doc_id == "poison" for d in docs):
             raise RuntimeError("boom")
         return real(docs, *args)
+
+    # a model without an entity recognizer refuses text-only documents, with the reason
+    with monkeypatch.context() as m:
+        m.setattr(svc.extractor, "recognizer", None)
+        refused = asyncio.run(svc.extract(documents=[DocumentIn(text="Obama was born in Honolulu.")]))
+        assert refused.status_code == 422 and b"no entity recognizer" in refused.body
 
     monkeypatch.setattr(svc.extractor, "extract", fails_on_poison)
     outcomes = svc.extract_batch([doc, doc.model_copy(update={"doc_id": "poison"})])

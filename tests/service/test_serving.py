@@ -104,8 +104,16 @@ def test_typed_models_need_known_types_and_count_slots_per_type():
     ({"tokens": [["a"]], "entities": [{"names": ["a"]}]}, "spans and names need text"),
     ({"text": "a", "entities": [{"type": "PER"}]}, "at least one of spans, names or mentions"),
     ({"text": "a", "entities": [], "title": "x"}, "Extra inputs are not permitted"),
-    ({"text": "a"}, "Field required"),
+    ({"text": "a", "entities": None, "tokens": None, "id": 3}, "valid string"),
 ])
 def test_schema_refuses_malformed_documents(doc, message):
     with pytest.raises(ValidationError, match=message):
         DocumentIn.model_validate(doc)
+
+
+def test_a_document_without_entities_is_read_for_the_recognizer():
+    text = to_document(DocumentIn(text="Obama was born in Honolulu, Hawaii."), 0, LAYOUT)
+    assert text.entities == [] and text.meta["find_entities"] and text.tokens[:2] == ["Obama", "was"]
+    assert text.meta["token_offsets"][5] == [26, 27]  # ","
+    tokens = to_document(DocumentIn(tokens=[["Obama", "left"], ["He", "returned"]]), 1, LAYOUT)
+    assert tokens.entities == [] and tokens.meta["find_entities"] and tokens.sentences == [(0, 2), (2, 4)]
