@@ -35,6 +35,7 @@ from dore.data.model import atomic_write_text
 from dore.errors import USER_ERRORS, describe_error
 from dore.experiments import main as experiments_main
 from dore.extract import Extractor
+from dore.joint import evaluate_joint
 from dore.model.backbone import check_backbone
 from dore.presets import load_section, merge, preset_values
 from dore.scoring.score import docred_records_from_documents, headline, predictions_from_documents
@@ -340,6 +341,25 @@ def evaluate(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
     record = stages.evaluate(params, split)
     console.print(_table(f"{dataset} {split} [{record['scorer']}] ({record['setting']})",
                          {k: v for k, v in record.items() if isinstance(v, (int, float))}))
+
+
+@app.command("evaluate-joint")
+def evaluate_joint_command(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
+                           split: Annotated[str, typer.Option(help="dev | test")] = "test",
+                           out: Annotated[Optional[Path], typer.Option(help="folder for metrics.json and "
+                                                                           "predictions.jsonl.gz")] = None):
+    """Text in, relations out, measured: each document's own sentences, no entity information ->
+    recognizer -> DORE; mentions, coreference and joint relations (strict, strict_typed, relaxed),
+    beside the same model on the gold entities."""
+    record = evaluate_joint(_params(dataset, artifacts, run="latest"), split, out)
+    mentions, coref = record["entities"]["mentions"], record["entities"]["coref"]
+    rows = {"mention F1 (span)": mentions["span"]["f1"], "mention F1 (span + type)": mentions["span_type"]["f1"],
+            **{f"coref {k} F1": coref[k]["f1"] for k in ("muc", "b3", "ceafe")}, "coref mean F1": coref["avg_f1"],
+            **{f"relations {mode} F1": m["f1"] for mode, m in record["relations"].items()},
+            f"gold entities F1 ({record['gold_entities']['scorer']})": record["gold_entities"]["f1"],
+            "entities dropped (slots)": record["entities_dropped"],
+            **{f"docs/s ({k})": v for k, v in record["speed_docs_per_s"].items()}}
+    console.print(_table(f"{record['setting']} [{record['scorer']}]", rows))
 
 
 @app.command()

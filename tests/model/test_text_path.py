@@ -3,6 +3,7 @@ relations, one implementation behind `Extractor.extract_text`, `dore predict` an
 The recognizer here is untrained (random tiny-bart heads): these tests check the plumbing, not
 the quality (experiments/entities/ has the trained numbers)."""
 
+import gzip
 import json
 import shutil
 
@@ -18,7 +19,7 @@ from dore.extract import ENTITIES_DIR, Extractor
 from dore.joint import joint_metrics, joint_predict, prediction_record
 from dore.model.backbone import load_backbone
 from dore.symbolic.layout import docred_layout
-from tests.conftest import DOCRED_FIXTURE, fixture_docs
+from tests.conftest import DOCRED_FIXTURE, fixture_docs, install_docred_fixture
 
 DOCRED_TYPES = ["LOC", "MISC", "NUM", "ORG", "PER", "TIME"]
 TEXTS = ["Barack Obama was born in Honolulu, Hawaii. He met Angela Merkel in Berlin in 2009.",
@@ -128,3 +129,18 @@ def test_dore_predict_reads_plain_text_jsonl_and_sents_only_docred(model_dir, tm
     out = tmp_path / "sents.jsonl"
     assert runner.invoke(app, ["predict", str(model_dir), str(sents_only), "-o", str(out)]).exit_code == 0
     assert [json.loads(x)["doc_id"] for x in out.read_text().splitlines()] == [d["title"] for d in raw]
+
+
+def test_evaluate_joint_scores_the_test_documents_from_their_sentences_alone(model_dir, tmp_path):
+    install_docred_fixture(tmp_path / "run")
+    shutil.copytree(model_dir, tmp_path / "run" / "docred" / "model")
+    result = CliRunner().invoke(app, ["evaluate-joint", "--artifacts", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "relations strict F1" in result.output and "mention F1 (span + type)" in result.output
+    out = tmp_path / "run" / "docred" / "joint"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["documents"] == 2
+    assert metrics["gold_entities"]["scorer"] == "docred_official"
+    assert set(metrics["relations"]) == {"strict", "strict_typed", "relaxed"}
+    lines = gzip.decompress((out / "predictions.jsonl.gz").read_bytes()).decode().splitlines()
+    assert [json.loads(line)["title"] for line in lines] == [d.doc_id for d in fixture_docs("test")]
