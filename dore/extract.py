@@ -6,7 +6,7 @@ tokens included), `layout.json` (entity slots, relation order and names) and
 `dore_model.json` (preset, decoding defaults, training-data hash, dev metrics). Loading
 refuses a document that does not fit the layout, with a clear error. A model that reads plain
 text also has an entity recognizer (mention detection and coreference, `dore.entities`): in
-its `entities/` folder, or beside it in the run (`<run>/<dataset>/entities`, where the
+its `entities/` folder, or beside it in the run (`<run>/<dataset>/entities/model`, where the
 `train-entities` stage writes it); packaging copies it into the model.
 """
 
@@ -29,6 +29,7 @@ from dore.data.text import document_from_text
 from dore.decoding.constraint import Rules, slot_mask
 from dore.decoding.generate import generate_rows, generate_sequence
 from dore.entities import EntityRecognizer
+from dore.entities.recognizer import CONFIG_FILE as RECOGNIZER_CONFIG
 from dore.model.backbone import Backbone, load_trained
 from dore.model.inputs import encode_document, pad_batch
 from dore.progress import Progress
@@ -100,10 +101,11 @@ def training_data_hash(docs: Iterable[Document]) -> str:
 
 
 def recognizer_dir(model_dir: str | Path) -> Path | None:
-    """Where a model's entity recognizer is: inside the model, else beside it in its run."""
+    """Where a model's entity recognizer is: inside the model (`entities/`), else its run's
+    (`<run>/<dataset>/entities/model`, what `dore entities train` writes)."""
     model_dir = Path(model_dir)
-    for candidate in (model_dir / ENTITIES_DIR, model_dir.parent / ENTITIES_DIR):
-        if candidate.is_dir():
+    for candidate in (model_dir / ENTITIES_DIR, model_dir.parent / ENTITIES_DIR / "model"):
+        if (candidate / RECOGNIZER_CONFIG).exists():
             return candidate
     return None
 

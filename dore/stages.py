@@ -288,7 +288,7 @@ def package_model(model_dir: str | Path, name: str, *, move_latest: bool = True)
     metadata["entity_recognizer"] = entities is not None
     with bentoml.models.create(name=name, labels={"framework": "dore"}, metadata=metadata) as bento_model:
         shutil.copytree(model_dir, bento_model.path, dirs_exist_ok=True)
-        if entities is not None and entities.parent != model_dir:
+        if entities is not None and entities != model_dir / ENTITIES_DIR:
             shutil.copytree(entities, Path(bento_model.path) / ENTITIES_DIR)
     if kept is not None:  # the store names `latest`'s version in `<store>/<name>/latest`
         (Path(bentoml.models.get(bento_model.tag).path).parent / "latest").write_text(kept)

@@ -6,6 +6,7 @@ the quality (experiments/entities/ has the trained numbers)."""
 import gzip
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -41,10 +42,10 @@ def extractor(model_dir):
 
 def test_a_saved_model_carries_its_recognizer_and_finds_it_beside_it_too(model_dir, tmp_path):
     assert (model_dir / ENTITIES_DIR / "entities.json").exists()
-    run = tmp_path / "run" / "docred"  # a run's layout: <dataset>/model and <dataset>/entities
+    run = tmp_path / "run" / "docred"  # a run's layout: <dataset>/model and <dataset>/entities/model
     shutil.copytree(model_dir, run / "model", ignore=shutil.ignore_patterns(ENTITIES_DIR))
     assert Extractor.from_pretrained(run / "model").recognizer is None
-    shutil.copytree(model_dir / ENTITIES_DIR, run / ENTITIES_DIR)
+    shutil.copytree(model_dir / ENTITIES_DIR, run / ENTITIES_DIR / "model")
     assert Extractor.from_pretrained(run / "model").recognizer is not None
 
 
@@ -144,3 +145,23 @@ def test_evaluate_joint_scores_the_test_documents_from_their_sentences_alone(mod
     assert set(metrics["relations"]) == {"strict", "strict_typed", "relaxed"}
     lines = gzip.decompress((out / "predictions.jsonl.gz").read_bytes()).decode().splitlines()
     assert [json.loads(line)["title"] for line in lines] == [d.doc_id for d in fixture_docs("test")]
+
+
+def test_packaging_carries_the_runs_recognizer_into_the_store(model_dir, tmp_path):
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    from dore.stages import package_model
+
+    run = tmp_path / "run" / "docred"
+    shutil.copytree(model_dir, run / "model", ignore=shutil.ignore_patterns(ENTITIES_DIR))
+    shutil.copytree(model_dir / ENTITIES_DIR, run / ENTITIES_DIR / "model")
+    home = tmp_path / "bentoml"
+    with BentoMLContainer.bentoml_home.patch(str(home)), BentoMLContainer.model_store.patch(ModelStore(home / "models")):
+        import bentoml
+
+        tag = package_model(run / "model", "dore-docred")
+        packaged = Path(bentoml.models.get(tag).path)
+        assert (packaged / ENTITIES_DIR / "entities.json").exists()
+        assert bentoml.models.get(tag).info.metadata["entity_recognizer"] is True
+        assert Extractor.from_pretrained(packaged).recognizer is not None
