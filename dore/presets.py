@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from dore.config import PipelineParams
+from dore.config import EntityParams, PipelineParams
 from dore.data.datasets import SETTINGS
 from dore.data.model import DataError
 
@@ -67,6 +67,26 @@ PAPER: dict[str, dict[str, Any]] = {
                                          "batch_docs": 4, "grad_accum": 8, "warmup_ratio": 0.06,
                                          "max_source_length": 4096}},
 }
+
+
+# Entity recognition (dore.entities, issue #14). `embedded`: a small mention and coreference model that
+# fits inside the main job (~3 minutes on 2 CPU cores: the first 120 training documents, one pass);
+# `full`: every training document, ~1.1 epochs (the measured run of experiments/entities/).
+ENTITY_PRESETS: dict[str, dict[str, Any]] = {
+    "embedded": {"limit_train": 120, "train": {"epochs": 1, "max_minutes": 3.0, "lr": 2e-4, "lr_new": 2e-3,
+                                               "batch_docs": 4, "mixed_precision": "no", "log_every_steps": 5}},
+    "full": {"train": {"epochs": 2, "max_steps": 400, "max_minutes": 40.0, "lr": 1e-4, "lr_new": 1e-3,
+                       "batch_docs": 4, "mixed_precision": "no", "log_every_steps": 10}},
+}
+
+
+def entity_params(preset: str = "full", overrides: Mapping[str, Any] | None = None, *, dataset: str = "docred",
+                  artifacts: str = "artifacts") -> EntityParams:
+    """`EntityParams` of an entity preset with `overrides` merged in (unknown keys raise)."""
+    if preset not in ENTITY_PRESETS:
+        raise ValueError(f"unknown entity preset {preset!r}; choose one of {', '.join(ENTITY_PRESETS)}")
+    base = EntityParams(dataset=dataset, artifacts=artifacts).model_dump(mode="json")
+    return EntityParams.model_validate(merge(merge(base, ENTITY_PRESETS[preset]), overrides))
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:

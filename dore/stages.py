@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dore import methods
-from dore.config import PipelineParams, artifacts_dir
+from dore.config import EntityParams, PipelineParams, artifacts_dir
 from dore.coref.compose import clusters_to_documents, score_relations
 from dore.coref.io import read_result
 from dore.coref.quality import coref_quality
@@ -30,6 +30,7 @@ from dore.data.datasets import SPLITS, data_root, get_setting
 from dore.data.docred import load_rel_info
 from dore.data.model import Document, atomic_write_text, read_jsonl, write_jsonl
 from dore.extract import ENTITIES_DIR, MODEL_CARD, Extractor, recognizer_dir, training_data_hash
+from dore.methods import entities as entity_stages
 from dore.model.backbone import check_backbone, initial_backbone
 from dore.scoring.docred import per_relation_f1
 from dore.scoring.score import docred_records, score
@@ -358,6 +359,20 @@ def evaluate_with_coref(params: PipelineParams, backend: str) -> dict:
 def train_stage(params: PipelineParams) -> dict:
     """A fresh training run and its plot data."""
     return train(params, fresh=True)
+
+
+# --- entity recognition for plain text (issue #14): mentions and coreference -----------------------
+
+def train_entities(params: EntityParams, *, resume: bool = True, fresh: bool = False) -> dict:
+    """Train the mention tagger and antecedent scorer on the entity setting's train split, select on
+    dev, choose the default coreference backend on dev: `<artifacts>/<dataset>/entities/model`."""
+    return entity_stages.train_entities(params, resume=resume, fresh=fresh)
+
+
+def evaluate_entities(params: EntityParams, split: str = "test") -> dict:
+    """Mention P/R/F1 and CoNLL coreference of both backends on `split`, read from its own sentences
+    with no entity information: `<artifacts>/<dataset>/entities/eval/metrics-<split>.json`."""
+    return entity_stages.evaluate_entities(params, split)
 
 
 STAGES: dict[str, Callable[[PipelineParams], dict]] = {

@@ -1,16 +1,18 @@
-"""The measured full entity run (issue #14): train on all training documents, select on the 50
-dev documents, then score dev and test_revised. `python scripts/entities_full_run.py ARTIFACTS`."""
+"""The measured entity runs of experiments/entities/ (issue #14): train with an entity preset
+(`full`: every training document; `embedded`: the main job's small model), select on the 50 dev
+documents, then score dev and test_revised.
+
+    python scripts/entities_full_run.py ARTIFACTS [PRESET]
+"""
 
 import json
 import sys
 
-from dore.config import EntityParams, TrainConfig
 from dore.methods.entities import evaluate_entities, train_entities
+from dore.presets import entity_params
 
 artifacts = sys.argv[1] if len(sys.argv) > 1 else "runs/entities-full"
-params = EntityParams(artifacts=artifacts, train=TrainConfig(
-    lr=1e-4, lr_new=1e-3, epochs=2, max_steps=400, max_minutes=40.0, batch_docs=4, mixed_precision="no",
-    log_every_steps=10, checkpoint_every_steps=50))
+params = entity_params(sys.argv[2] if len(sys.argv) > 2 else "full", artifacts=artifacts)
 print(json.dumps(train_entities(params), indent=1, default=str), flush=True)
 for split in ("dev", "test"):
     record = evaluate_entities(params, split)

@@ -101,8 +101,10 @@ def assemble(doc: Document, mentions: Sequence[PredictedMention], clusters: Sequ
         entity_mentions = []
         for m in members:
             chars = {"char_start": offsets[m.start][0], "char_end": offsets[m.end - 1][1]} if offsets else {}
-            entity_mentions.append(Mention(start=m.start, end=m.end, text=" ".join(doc.tokens[m.start:m.end]),
-                                           sent_id=m.sent_id, type=m.type, **chars))
+            text = (doc.text[chars["char_start"]: chars["char_end"]] if chars and doc.text is not None
+                    else " ".join(doc.tokens[m.start:m.end]))
+            entity_mentions.append(Mention(start=m.start, end=m.end, text=text, sent_id=m.sent_id, type=m.type,
+                                           **chars))
         types = Counter(m.type for m in members)  # insertion-ordered: ties go to the first mention's type
         entities.append(Entity(mentions=entity_mentions, type=types.most_common(1)[0][0]))
         missing = 1.0
