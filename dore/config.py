@@ -97,6 +97,9 @@ class PipelineParams(BaseModel):
     num_beams: int = Field(1, description="beam size for the final evaluation (selection is greedy)")
     tune_na_biases: list[float] = Field([0.0, -1.0, -2.0, -3.0], description="NA logit biases tried on dev after "
                                         "training (the best goes into the model card); [0] to skip")
+    entities: EntityParams | None = Field(None, description=(
+        "also train an entity recognizer (mentions, coreference; its own train split) and put it in the model, "
+        "so the model reads plain text; None: no recognizer"))
     artifacts: str = "artifacts"
 
     @field_validator("dataset")
@@ -144,3 +147,6 @@ class EntityParams(BaseModel):
         if not 0 < self.stride < self.window:
             raise ValueError(f"stride {self.stride} must be positive and below the window {self.window}")
         return self
+
+
+PipelineParams.model_rebuild()  # `entities` names EntityParams, declared after it

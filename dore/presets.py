@@ -79,6 +79,8 @@ ENTITY_PRESETS: dict[str, dict[str, Any]] = {
                        "batch_docs": 4, "mixed_precision": "no", "log_every_steps": 10}},
 }
 
+EMBEDDED_RECOGNIZER = {"docred": "embedded"}  # datasets whose embedded preset trains a recognizer into the model
+
 
 def entity_params(preset: str = "full", overrides: Mapping[str, Any] | None = None, *, dataset: str = "docred",
                   artifacts: str = "artifacts") -> EntityParams:
@@ -102,7 +104,11 @@ def preset_values(preset: Preset, dataset: str) -> dict[str, Any]:
     if dataset not in SETTINGS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(SETTINGS)}")
     if preset == "embedded":
-        return merge(EMBEDDED, EMBEDDED_BY_DATASET.get(dataset))
+        values = merge(EMBEDDED, EMBEDDED_BY_DATASET.get(dataset))
+        if dataset in EMBEDDED_RECOGNIZER:  # the main job's model also reads plain text
+            values["entities"] = entity_params(EMBEDDED_RECOGNIZER[dataset]).model_dump(
+                mode="json", exclude={"dataset", "artifacts"})
+        return values
     if preset == "paper":
         return merge(_PAPER_COMMON, PAPER[dataset])
     raise ValueError(f"unknown preset {preset!r}; choose embedded or paper")
@@ -126,8 +132,10 @@ def load_section(params_file: str | Path, section: str, artifacts: str = "artifa
 
 
 def section_values(params: PipelineParams) -> dict[str, Any]:
-    """`params` as a params.yaml section: every field, so DVC tracks each one."""
-    return params.model_dump(mode="json", exclude={"dataset", "artifacts"})
+    """`params` as a params.yaml section: every field, so DVC tracks each one (the recognizer's
+    dataset and output root are the section's own)."""
+    return params.model_dump(mode="json", exclude={"dataset": True, "artifacts": True,
+                                                   "entities": {"dataset", "artifacts"}})
 
 
 def render(preset: Preset = "embedded") -> str:

@@ -174,7 +174,25 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
         if fresh:
             export_training_curves(params)
     processes().wait_for_everyone()
+    if params.entities is not None and result.best_dev is not None:
+        summary["entities"] = train_recognizer_into_model(params, resume=resume, fresh=fresh)
     return summary
+
+
+def train_recognizer_into_model(params: PipelineParams, *, resume: bool = True, fresh: bool = False) -> dict:
+    """The section's entity recognizer (`params.entities`), trained into `<dataset>/entities/` and
+    copied into the model (`model/entities/`), so the model and its DVC cache read plain text."""
+    entity_params = params.entities.model_copy(update={"dataset": params.dataset, "artifacts": params.artifacts})
+    summary = entity_stages.train_entities(entity_params, resume=resume, fresh=fresh)
+    if processes().is_main_process:
+        source, target = artifacts_dir(params) / "entities" / "model", artifacts_dir(params) / "model" / ENTITIES_DIR
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    processes().wait_for_everyone()
+    return {k: summary[k] for k in ("steps", "best_dev", "default_coref") if k in summary}
 
 
 def tune_decoding(params: PipelineParams, na_biases: Sequence[float] = (0.0, -1.0, -2.0, -3.0, -4.0),

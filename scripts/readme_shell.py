@@ -33,7 +33,9 @@ TIERS = {"ci": ("ci",), "full": ("ci", "full")}
 TINY_DOCRED = {"limit_train": 4, "limit_dev": 2, "limit_test": 2,
                "train": {"backbone": "tiny-bart", "max_steps": 2, "epochs": 1, "max_minutes": 2.0,
                          "checkpoint_every_steps": 1, "log_every_steps": 1},
-               "tune_na_biases": [0.0]}
+               "tune_na_biases": [0.0],
+               "entities": {"limit_train": 4, "limit_dev": 2,
+                            "train": {"backbone": "tiny-bart", "max_steps": 2, "epochs": 1}}}
 
 
 @dataclass(frozen=True)

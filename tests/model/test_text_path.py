@@ -165,3 +165,21 @@ def test_packaging_carries_the_runs_recognizer_into_the_store(model_dir, tmp_pat
         assert (packaged / ENTITIES_DIR / "entities.json").exists()
         assert bentoml.models.get(tag).info.metadata["entity_recognizer"] is True
         assert Extractor.from_pretrained(packaged).recognizer is not None
+
+
+def test_a_section_with_entities_trains_its_recognizer_into_the_model(shared_data, tmp_path, monkeypatch):
+    """What `dvc repro train@docred` does with the embedded preset's `docred.entities`, shrunk."""
+    from dore import stages
+    from dore.config import EntityParams, PipelineParams, TrainConfig
+
+    monkeypatch.setenv("DORE_DATA", str(shared_data))
+    install_docred_fixture(tmp_path)
+    tiny = {"backbone": "tiny-bart", "max_steps": 2, "epochs": 1, "mixed_precision": "no"}
+    params = PipelineParams(dataset="docred", artifacts=str(tmp_path), limit_dev=2, limit_test=2,
+                            train=TrainConfig(**tiny), tune_na_biases=[0.0],
+                            entities=EntityParams(limit_train=3, limit_dev=2, train=TrainConfig(**tiny)))
+    summary = stages.train(params, fresh=True)
+    assert summary["entities"]["steps"] >= 1
+    model = Extractor.from_pretrained(tmp_path / "docred" / "model")
+    assert (tmp_path / "docred" / "model" / ENTITIES_DIR / "entities.json").exists() and model.recognizer
+    assert model.extract_text(TEXTS[:1])[0].document.doc_id == "0"
