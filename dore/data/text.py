@@ -31,7 +31,7 @@ def document_from_text(text: str, doc_id: str = "text") -> Document:
     sentences: list[tuple[int, int]] = []
     for paragraph in syntok.segmenter.analyze(text):
         for sentence in paragraph:
-            words = list(sentence)
+            words = [w for w in sentence if w.value]  # syntok ends some texts with an empty token
             start = len(tokens)
             for i, word in enumerate(words):
                 # a word ends where the next one's leading whitespace starts (its value may be normalised)
