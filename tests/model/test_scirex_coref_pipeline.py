@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     return params
 
 
-@pytest.mark.parametrize("backend, setting", [("gold", "gold_input"), ("string-match", "pred_coref_gold_mentions")])
+@pytest.mark.parametrize("backend, setting", [("gold", "gold_input"), ("string-match", "gold_mentions_pred_clusters")])
 def test_coref_then_dore_then_official_scores(trained, backend, setting):
     summary = stages.coref(trained, backend)
     assert summary["setting"] == setting and summary["docs"] == 66  # the whole official dev file
