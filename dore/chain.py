@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from dore.config import PipelineParams, artifacts_dir
 from dore.coref.backends import resolve
@@ -39,6 +39,7 @@ from dore.extract import Extractor
 
 MentionSource = Literal["gold", "predicted"]
 Salience = Literal["model", "oracle", "none"]
+SALIENCE: tuple[str, ...] = get_args(Salience)
 
 
 def blind(doc: Document, mentions: Sequence[Mention]) -> Document:
@@ -77,6 +78,9 @@ def run_chain(gold_docs: Sequence[Document], mentions: Mapping[str, Sequence[Men
     if unknown:
         raise DataError(f"{len(unknown)} document(s) with mentions are not in the gold", doc=unknown[0],
                         field="mentions")
+    if salience not in SALIENCE or mention_source not in ("gold", "predicted"):
+        raise ValueError(f"salience must be one of {SALIENCE} and mention_source gold or predicted, "
+                         f"got {salience!r}, {mention_source!r}")
     if (salience == "model") != (salience_model is not None):
         raise ValueError("salience='model' needs a salience_model, and only it does")
     docs = [blind(d, mentions.get(d.doc_id, ())) for d in gold_docs]

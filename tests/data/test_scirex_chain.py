@@ -143,3 +143,10 @@ def test_chain_scores_every_stage_and_survives_a_paper_without_mentions(dev, sal
     oracle, _ = run_chain(docs, gold_mentions(docs), mention_source="gold", salience="oracle")
     assert oracle["setting"] == "gold_salient_oracle" and oracle["salient_clusters"]["p"] == pytest.approx(100.0)
     assert mention_scores(docs, gold_mentions(docs))["f1"] == pytest.approx(100.0)
+
+
+def test_chain_refuses_an_unknown_salience(dev):
+    with pytest.raises(ValueError, match="salience must be one of"):
+        run_chain(dev[:1], gold_mentions(dev[:1]), mention_source="gold", salience="gold")
+    with pytest.raises(ValueError, match="needs a salience_model"):
+        run_chain(dev[:1], gold_mentions(dev[:1]), mention_source="gold", salience="model")
