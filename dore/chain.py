@@ -145,9 +145,11 @@ def all_candidates_stage(params: PipelineParams) -> dict:
 
 def salience_stage(params: PipelineParams, config: SalienceConfig | None = None) -> dict:
     """Train the salience classifier on train, select on the held-out train documents (`dev`), save it
-    to `salience/model.json`, and score it on held-out and test: `salience.json`."""
+    to `salience/model.json`, and score it on held-out and test: `metrics_salience.json`."""
     splits = _scirex_splits(params)
-    non_salient = read_non_salient_clusters(data_root() / get_setting(params.dataset).files["train"])
+    setting = get_setting(params.dataset)
+    train_file = setting.files[setting.carve["train"][0]] if "train" in setting.carve else setting.files["train"]
+    non_salient = read_non_salient_clusters(data_root() / train_file)
     model, report = fit_salience(splits["train"], splits["dev"], non_salient, config)
     model.save(artifacts_dir(params) / "salience" / "model.json")
     scores = {}
@@ -160,19 +162,20 @@ def salience_stage(params: PipelineParams, config: SalienceConfig | None = None)
         scores[f"{split}/{candidates}"] = {
             "salient": salient_cluster_scores(docs, kept),
             "all_clusters": salient_cluster_scores(docs, {k: cl for k, (cl, _) in clusters.items()})}
-    return _write(params, "salience.json", {"split_note": get_setting(params.dataset).split_note,
+    return _write(params, "metrics_salience.json", {"split_note": setting.split_note,
                                              "selection": report, "scores": scores,
                                              "note": "dev = the 30 held-out train documents (selection); test = the "
                                                      "official dev file; candidates: gold = salient + non-salient "
                                                      "gold clusters, string-match = over the gold NER mentions"})
 
 
-def chain_stage(params: PipelineParams, salience: Salience, *, relate: bool = True) -> dict:
+def chain_stage(params: PipelineParams, salience: Salience, *, relate: bool = True, limit: int | None = None) -> dict:
     """The chain on all test documents with the gold NER as mentions (no tagger yet), salience from
     the trained model (`salience/model.json`), the oracle or none, and DORE's relations with the run's
-    model (`model/`) when `relate`. `params.limit_test` (unset: all 66) keeps the first documents. Writes `chain/<setting>-<salience>/{clusters,salient}.jsonl` and
+    model (`model/`) when `relate`. `limit` (unset: all 66; not `params.limit_test`, which defaults to
+    50) keeps the first documents. Writes `chain/<setting>-<salience>/{clusters,salient}.jsonl` and
     `metrics_chain_<salience>.json`."""
-    test = _scirex_splits(params)["test"][: params.limit_test or None]
+    test = _scirex_splits(params)["test"][: limit or None]
     out = artifacts_dir(params)
     model = SalienceModel.load(out / "salience" / "model.json") if salience == "model" else None
     extractor = Extractor.from_pretrained(out / "model") if relate else None
@@ -181,4 +184,6 @@ def chain_stage(params: PipelineParams, salience: Salience, *, relate: bool = Tr
     for name, result in results.items():
         write_result(out / "chain" / f"salience-{salience}" / f"{name}.jsonl", result)
     return _write(params, f"metrics_chain_{salience}.json",
-                  {**record, "split": "test", "split_note": get_setting(params.dataset).split_note})
+                  {**record, "split": "test", "split_note": get_setting(params.dataset).split_note,
+                   "dore_model": str(out / "model") if relate else None,
+                   "salience_model": model.provenance.get("selected") if model is not None else None})

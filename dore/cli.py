@@ -385,7 +385,7 @@ def scirex_baseline(artifacts: ArtifactsOpt = Path("artifacts")):
 @app.command()
 def salience(artifacts: ArtifactsOpt = Path("artifacts")):
     """SciREX salience classifier: train on train, select on the held-out train documents ->
-    <artifacts>/scirex/salience/model.json, scores in salience.json."""
+    <artifacts>/scirex/salience/model.json, scores in metrics_salience.json."""
 
     record = chain.salience_stage(PipelineParams(dataset="scirex", artifacts=str(artifacts)))
     for name, scores in record["scores"].items():
@@ -397,6 +397,7 @@ def salience(artifacts: ArtifactsOpt = Path("artifacts")):
 def scirex_chain(
     salience_from: Annotated[str, typer.Option("--salience", help="model | oracle | none")] = "model",
     relate: Annotated[bool, typer.Option(help="run DORE's relations with the run's model")] = True,
+    limit: LimitOpt = None,
     artifacts: RunOpt = None,
 ):
     """SciREX chain on all test documents, gold NER as mentions (no tagger yet): string-match clusters ->
@@ -404,7 +405,7 @@ def scirex_chain(
 
     params = (_params("scirex", artifacts, run="latest") if relate
               else PipelineParams(dataset="scirex", artifacts=str(artifacts or "artifacts")))
-    record = chain.chain_stage(params, typing.cast(chain.Salience, salience_from), relate=relate)
+    record = chain.chain_stage(params, typing.cast(chain.Salience, salience_from), relate=relate, limit=limit)
     console.print(_table(f"chain [{record['setting']}] stages", {
         "mention f1": record["mentions"]["f1"], "coref avg f1": record["coref_quality"]["avg_f1"],
         "salient clusters f1": record["salient_clusters"]["f1"]}))
