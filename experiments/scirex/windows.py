@@ -6,10 +6,10 @@
    of its input over 512.
 2. Speed: the embedded SciREX preset (MiniLM; `--batch-docs` overrides its 4 documents per
    step), capped at 2, 4, 8 and 16 windows (`max_source_length` = windows × 512), trains
-   `--steps` optimizer steps from the longest training documents (so every window is full) with no dev evaluation; the first step is a
-   warm-up and is not timed.
+   `--steps` optimizer steps from the longest training documents with a relation (so every window
+   is full), with no dev evaluation; the first step is a warm-up and is not timed.
 
-    nice -n 5 .venv/bin/python experiments/scirex/windows.py --steps 2 --batch-docs 1
+    nice -n 5 .venv/bin/python experiments/scirex/windows.py --steps 4 --batch-docs 1
 
 Writes the measurements as JSON; `windows.md` is written from them by hand-checked code below
 (`--markdown`).
