@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from dore import stages
+from dore import chain, stages
 from dore.analysis import main as attention_main
 from dore.batch import predict_lines, read_inputs
 from dore.config import EntityParams, PipelineParams, TrainConfig, artifacts_dir
@@ -391,6 +391,52 @@ def evaluate_coref(
             console.print(_table(f"{dataset} test [{scorer} {arity}] setting={record['setting']} ({record['split_note']})",
                                  {k: v for k, v in m.items() if isinstance(v, (int, float))}))
     console.print(_table(f"coreference quality of {backend} (F1 vs gold salient clusters)", record["coref_quality"]))
+
+
+@app.command("scirex-baseline")
+def scirex_baseline(artifacts: ArtifactsOpt = Path("artifacts")):
+    """SciREX all-candidates baseline: every Task × Method × Material × Metric over the gold salient
+    clusters of all test documents -> <artifacts>/scirex/metrics_all_candidates.json."""
+
+    record = chain.all_candidates_stage(PipelineParams(dataset="scirex", artifacts=str(artifacts)))
+    _print_scirex(f"all candidates ({record['documents']} documents)", record)
+
+
+@app.command()
+def salience(artifacts: ArtifactsOpt = Path("artifacts")):
+    """SciREX salience classifier: train on train, select on the held-out train documents ->
+    <artifacts>/scirex/salience/model.json, scores in metrics_salience.json."""
+
+    record = chain.salience_stage(PipelineParams(dataset="scirex", artifacts=str(artifacts)))
+    for name, scores in record["scores"].items():
+        console.print(_table(f"salient clusters, {name} (official mapping)",
+                             {k: scores["salient"][k] for k in ("p", "r", "f1", "predicted", "gold")}))
+
+
+@app.command("scirex-chain")
+def scirex_chain(
+    salience_from: Annotated[str, typer.Option("--salience", help="model | oracle | none")] = "model",
+    relate: Annotated[bool, typer.Option(help="run DORE's relations with the run's model")] = True,
+    limit: LimitOpt = None,
+    artifacts: RunOpt = None,
+):
+    """SciREX chain on all test documents, gold NER as mentions (no tagger yet): string-match clusters ->
+    salience -> DORE; every stage scored -> <artifacts>/scirex/metrics_chain_<salience>.json."""
+
+    params = (_params("scirex", artifacts, run="latest") if relate
+              else PipelineParams(dataset="scirex", artifacts=str(artifacts or "artifacts")))
+    record = chain.chain_stage(params, typing.cast(chain.Salience, salience_from), relate=relate, limit=limit)
+    console.print(_table(f"chain [{record['setting']}] stages", {
+        "mention f1": record["mentions"]["f1"], "coref avg f1": record["coref_quality"]["avg_f1"],
+        "salient clusters f1": record["salient_clusters"]["f1"]}))
+    if "relations" in record:
+        _print_scirex(f"chain [{record['setting']}]", record["relations"])
+
+
+def _print_scirex(title: str, record: dict) -> None:
+    for scorer in ("scirex_official", "dore_micro"):
+        console.print(_table(f"{title} [{scorer}]", {f"{arity} {k}": m[k] for arity, m in record[scorer].items()
+                                                      for k in ("p", "r", "f1")}))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -327,7 +327,7 @@ def package(params: PipelineParams, *, move_latest: bool = True) -> dict:
     return record
 
 
-# --- SciREX with a coreference component (gold_input / pred_coref_gold_mentions / end_to_end) -----
+# --- SciREX with a coreference component (gold_input / gold_mentions_pred_clusters / gold_salient_oracle / end_to_end) -----
 
 def coref(params: PipelineParams, backend: str, split: str = "test", import_path: str | None = None) -> dict:
     """Cluster the split's documents with a coreference backend (dore.coref) into

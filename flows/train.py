@@ -137,7 +137,7 @@ def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "
     output root (unset: a new `runs/<time>`). `move_latest`: the packaged model becomes
     `dore-<dataset>:latest`, the one `bentoml serve` loads. SciREX only: `coref_backends` (e.g.
     `["gold", "string-match"]`) also evaluates the trained gold-input model over each backend's
-    clusters (settings gold_input / pred_coref_gold_mentions / end_to_end). `train_processes`:
+    clusters (settings gold_input / gold_mentions_pred_clusters / gold_salient_oracle / end_to_end). `train_processes`:
     train with that many processes (torchrun) instead of one."""
     logger = get_run_logger()
     try:

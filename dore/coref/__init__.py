@@ -5,7 +5,7 @@ A backend turns SciREX documents into clusters of word spans, labelled with a se
 | backend | setting | mentions | clusters |
 |---|---|---|---|
 | `gold` | `gold_input` | gold | gold (salient, sub-methods merged) |
-| `string-match` | `pred_coref_gold_mentions` | gold NER | string rules (weight-free) |
+| `string-match` | `gold_mentions_pred_clusters` | gold NER | string rules (weight-free) |
 | `fast-coref-log` | `end_to_end` | model | imported shtoshni/fast-coref log |
 | `fastcoref` | `end_to_end` | model | imported `scripts/run_fastcoref.py` output |
 

@@ -10,8 +10,10 @@ in **canonical form**, so identical inputs give identical bytes on disk:
 - documents are sorted by `doc_id`.
 
 Each result carries its **setting**, the label every number computed from it must report:
-`gold_input` (the dataset's clusters and types), `pred_coref_gold_mentions` (predicted clusters
-over the gold NER mentions: not end-to-end) or `end_to_end` (predicted mentions and clusters).
+`gold_input` (the dataset's clusters and types), `gold_mentions_pred_clusters` (predicted clusters
+over the gold NER mentions: not end-to-end), `gold_salient_oracle` (predicted clusters kept only
+when they map to a gold salient cluster: the SciREX paper's salience oracle) or `end_to_end`
+(nothing gold at test time: predicted mentions, clusters and salience).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dore.data.scirex import majority_type
 from dore.scoring.scirex import map_span_to_gold
 
 Span = tuple[int, int]
-Setting = Literal["gold_input", "pred_coref_gold_mentions", "end_to_end"]
+Setting = Literal["gold_input", "gold_mentions_pred_clusters", "gold_salient_oracle", "end_to_end"]
 SETTINGS: tuple[str, ...] = get_args(Setting)
 
 

@@ -155,10 +155,10 @@ class _UnionFind:
 
 
 class StringMatch:
-    """The `string-match` backend (setting `pred_coref_gold_mentions`)."""
+    """The `string-match` backend (setting `gold_mentions_pred_clusters`)."""
 
     name = "string-match"
-    setting = "pred_coref_gold_mentions"
+    setting = "gold_mentions_pred_clusters"
 
     def __init__(self, config: StringMatchConfig | None = None):
         self.config = config or StringMatchConfig()

@@ -19,6 +19,8 @@ word-level `[start, end)` into it. What a `Document` holds:
 - `meta`: `sections` and the raw `method_subrelations`, so nothing of the source is lost.
 
 Ignored on purpose: `coref_non_salient` (only in the train browser copy; no scorer reads it).
+`read_non_salient_clusters` reads it on its own, for training the salience classifier
+(`dore.coref.salience`); nothing at test time may read it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,28 @@ def read_scirex(path: str | os.PathLike) -> tuple[list[Document], ReaderReport]:
         docs.append(doc.check(file=str(path)))
         report.add_document(doc)
     return docs, report
+
+
+def read_non_salient_clusters(path: str | os.PathLike) -> dict[str, list[list[Span]]]:
+    """doc_id -> the `coref_non_salient` clusters (spans in file order, empty clusters dropped).
+
+    Only the train copy holds the field; a document without it raises, so a file without
+    non-salient clusters (dev, test) can never pass for one whose non-salient clusters are known.
+    """
+    path = Path(path)
+    out: dict[str, list[list[Span]]] = {}
+    for lineno, raw in iter_json_objects(path):
+        doc_id = raw.get("doc_id")
+        clusters = raw.get("coref_non_salient")
+        if not isinstance(clusters, dict):
+            raise DataError("missing or not an object name -> spans (only SciREX train has it)", file=path,
+                            line=lineno, doc=doc_id, field="coref_non_salient")
+        n_words = len(raw.get("words") or ())
+        err = partial(DataError, file=path, line=lineno, doc=doc_id)
+        spans = [[_span(x, n_words, lambda msg, field: err(msg, field=field), f"coref_non_salient.{name}[{j}]")
+                  for j, x in enumerate(cluster)] for name, cluster in clusters.items()]
+        out[doc_id] = [c for c in spans if c]
+    return out
 
 
 def merge_method_subrelations(coref: dict[str, list[Span]], subrelations: Mapping[str, list]) -> list[tuple[str, str]]:

@@ -292,7 +292,7 @@ def test_result_file_round_trips_byte_identically(tmp_path, doc):
     assert again == result
     assert write_result(tmp_path / "r2.jsonl", again).read_bytes() == first
     header = json.loads(first.splitlines()[0])
-    assert header["format"] == "dore-coref/1" and header["setting"] == "pred_coref_gold_mentions"
+    assert header["format"] == "dore-coref/1" and header["setting"] == "gold_mentions_pred_clusters"
 
 
 def test_result_file_errors_name_the_line(tmp_path, doc):
@@ -345,7 +345,7 @@ def test_clusters_become_documents_ordered_by_first_mention(gold_doc):
     first = span("convolutional neural network")
     cnn = next(e for e in pdoc.entities if (e.mentions[0].start, e.mentions[0].end) == first)
     assert cnn.type == "Method" and [m.text for m in cnn.mentions] == ["convolutional neural network", "CNN", "CNN"]
-    assert pdoc.meta["coref"] == {"backend": "string-match", "setting": "pred_coref_gold_mentions",
+    assert pdoc.meta["coref"] == {"backend": "string-match", "setting": "gold_mentions_pred_clusters",
                                   "dropped_clusters": 0}
     assert pdoc.tokens == gold_doc.tokens and pdoc.extra_mentions == gold_doc.extra_mentions
     with pytest.raises(DataError, match="missing from"):
@@ -371,7 +371,7 @@ def test_relations_over_predicted_clusters_score_through_the_official_mapping(go
     dm, rgcnn = index[span("CNN / Daily Mail")], index[span("recurrent graph convolution")]
     right = [((mt, cnn), "relevant"), ((mt, dm), "relevant"), ((cnn, dm), "relevant")]
     scores = score_relations([gold_doc], [pdoc], {gold_doc.doc_id: right})
-    assert scores["setting"] == "pred_coref_gold_mentions"
+    assert scores["setting"] == "gold_mentions_pred_clusters"
     assert scores["scirex_official"]["2ary"]["f1"] == pytest.approx(100, abs=1e-3)
     assert scores["dore_micro"]["2ary"]["f1"] == 100
     wrong = score_relations([gold_doc], [pdoc], {gold_doc.doc_id: [((mt, rgcnn), "relevant")]})

@@ -119,6 +119,6 @@ def test_run_coref_writes_the_backend_result_canonically(shared_data, dev, strin
     assert written.docs == string_match.docs
     assert written.provenance["input_file"] == "dev.jsonl" and len(written.provenance["input_sha256"]) == 64
     assert write_result(tmp_path / "again.jsonl", written).read_bytes() == (tmp_path / "dev.jsonl").read_bytes()
-    assert summary["setting"] == "pred_coref_gold_mentions" and summary["docs"] == 66
+    assert summary["setting"] == "gold_mentions_pred_clusters" and summary["docs"] == 66
     assert summary["mentions"] == len({(d.doc_id, m.start, m.end) for d in dev for m in d.extra_mentions})
     assert summary["quality"]["avg_f1"] >= QUALITY_FLOOR

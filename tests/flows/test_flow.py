@@ -98,7 +98,7 @@ def test_scirex_flow_also_scores_each_coreference_setting(prefect_api, tmp_path,
     assert state.is_completed(), state.message
     coref = state.result()["coref"]
     assert {b: r["setting"] for b, r in coref.items()} == {"gold": "gold_input",
-                                                            "string-match": "pred_coref_gold_mentions"}
+                                                            "string-match": "gold_mentions_pred_clusters"}
     for backend in coref:
         assert (tmp_path / "scirex" / f"metrics_{backend}.json").exists()
         artifact = Artifact.get(f"dore-scirex-{backend}-metrics")

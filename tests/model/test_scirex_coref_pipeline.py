@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dore import stages
+from dore import chain, stages
 from dore.config import PipelineParams, TrainConfig, artifacts_dir
 
 
@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     return params
 
 
-@pytest.mark.parametrize("backend, setting", [("gold", "gold_input"), ("string-match", "pred_coref_gold_mentions")])
+@pytest.mark.parametrize("backend, setting", [("gold", "gold_input"), ("string-match", "gold_mentions_pred_clusters")])
 def test_coref_then_dore_then_official_scores(trained, backend, setting):
     summary = stages.coref(trained, backend)
     assert summary["setting"] == setting and summary["docs"] == 66  # the whole official dev file
@@ -48,3 +48,19 @@ def test_coref_then_dore_then_official_scores(trained, backend, setting):
 def test_coref_is_refused_for_other_datasets(tmp_path):
     with pytest.raises(ValueError, match="SciREX only"):
         stages.coref(PipelineParams(dataset="cdr", artifacts=str(tmp_path)), "gold")
+
+
+@pytest.mark.parametrize("salience", ["oracle", "none"])
+def test_chain_stage_relates_the_salient_clusters(trained, salience):
+    """The chain on the gold NER mentions: clusters -> salience -> the trained DORE model, each stage scored."""
+    record = chain.chain_stage(trained, salience, limit=2)
+    setting = "gold_salient_oracle" if salience == "oracle" else "gold_mentions_pred_clusters"
+    assert record["setting"] == setting and record["documents"] == 2 and record["relations"]["setting"] == setting
+    for scorer in ("scirex_official", "dore_micro"):
+        assert set(record["relations"][scorer]) == {"2ary", "4ary"}
+    assert record["mentions"]["f1"] == pytest.approx(100.0)  # gold NER as the mentions
+    if salience == "oracle":
+        assert record["salient_clusters"]["p"] == pytest.approx(100.0)
+    on_disk = json.loads((artifacts_dir(trained) / f"metrics_chain_{salience}.json").read_text())
+    assert on_disk["setting"] == setting
+    assert (artifacts_dir(trained) / "chain" / f"salience-{salience}" / "salient.jsonl").exists()
