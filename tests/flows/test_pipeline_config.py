@@ -52,8 +52,9 @@ def test_dvc_pipeline_runs_every_stage_of_every_setting_on_its_own_data():
 
     with Repo(str(REPO)) as repo:
         stages = {s.addressing: s for s in repo.index.stages if "@" in s.addressing}
-        coref = {a: s for a, s in stages.items() if a.split("@")[0] in ("coref", "evaluate-coref")}
-    assert set(coref) == {f"{name}@{backend}" for name in ("coref", "evaluate-coref") for backend in ("gold", "string-match")}
+        coref = {a: s for a, s in stages.items() if a.split("@")[0] in ("coref", "evaluate-coref", "scirex-chain")}
+    assert set(coref) == {f"{name}@{backend}" for name in ("coref", "evaluate-coref") for backend in ("gold", "string-match")} \
+        | {f"scirex-chain@{salience}" for salience in ("model", "oracle", "none")}
     assert all(o.def_path.startswith("artifacts/scirex/") for s in coref.values() for o in s.outs)
     stages = {a: s for a, s in stages.items() if a not in coref}
     assert set(stages) == {f"{name}@{d}" for name in STAGES for d in SETTINGS}
