@@ -70,7 +70,7 @@ class DoreMethod:
                                  prefix=self.prefix, code_to_id=bb.code_to_id, max_len=bb.max_target_length,
                                  counts=counts, order=cfg.order)
 
-    def collate(self, examples: Sequence[Example], epoch: int, counts: Counter) -> dict:
+    def collate(self, examples: Sequence[Example], epoch: int, counts: Counter) -> dict | None:
         n_prefix = len(self.prefix) + (self.cfg.mode == "rows")  # the row's head is given, not predicted
         return collate([(ex, self.sequences(ex, epoch, counts)) for ex in examples], self.backbone.pad_id, n_prefix)
 

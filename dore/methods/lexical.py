@@ -409,7 +409,7 @@ class LexicalMethod:
         return make_examples(docs, self.backbone, self.layout, self.cfg.max_source_length, counts,
                              self.cfg.chunk_length)
 
-    def collate(self, examples: Sequence[Example], epoch: int, counts: Counter) -> dict:
+    def collate(self, examples: Sequence[Example], epoch: int, counts: Counter) -> dict | None:
         bb, prefix = self.backbone, list(self.backbone.decoder_prefix)
         # no negatives: the same target every epoch
         batch = [(ex, lexical_sequences(ex.doc, bb.tokenizer, self.relation_names, prefix=prefix, eos_id=bb.eos_id,

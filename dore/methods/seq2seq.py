@@ -45,8 +45,11 @@ def make_examples(docs: Sequence[Document], backbone, layout: IdLayout, max_sour
     return out
 
 
-def collate(batch: list[tuple[Example, list[list[int]]]], pad_id: int, n_prefix: int) -> dict:
-    """Pad a micro-batch: documents for the encoder, their rows for the decoder."""
+def collate(batch: list[tuple[Example, list[list[int]]]], pad_id: int, n_prefix: int) -> dict | None:
+    """Pad a micro-batch: documents for the encoder, their rows for the decoder. None when no
+    document has a target (e.g. no entity and sampling `none`): the loop skips and counts it."""
+    if not any(seqs for _, seqs in batch):
+        return None
     src_len = max(len(ex.input_ids) for ex, _ in batch)
     input_ids = torch.full((len(batch), src_len), pad_id, dtype=torch.long)
     attention = torch.zeros((len(batch), src_len), dtype=torch.long)

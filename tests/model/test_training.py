@@ -158,3 +158,9 @@ def test_entity_embeddings_need_the_symbol_loss(small):
 
     with pytest.raises(ValueError, match="symbol_loss"):
         initial_backbone(TrainConfig(backbone="tiny-bart", symbol_loss=False, entity_embeddings=True), small[1])
+
+
+def test_a_batch_without_any_target_row_is_skipped_not_a_crash():
+    from dore.methods.seq2seq import collate
+
+    assert collate([(None, []), (None, [])], pad_id=0, n_prefix=1) is None
