@@ -28,6 +28,7 @@ from dore.decoding.continuous import ContinuousRows
 from dore.decoding.generate import generate_rows, generate_sequence
 from dore.model.backbone import Backbone, load_trained
 from dore.model.inputs import encode_document, pad_batch
+from dore.model.quantize import quantize_int8
 from dore.progress import Progress
 from dore.symbolic.layout import IdLayout, LayoutError, SlotAssignment
 from dore.symbolic.parse import parse_codes, parse_rows
@@ -73,13 +74,17 @@ class Extractor:
 
     # --- persistence -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "Extractor":
+    def from_pretrained(cls, directory: str | Path, quantize: bool = False) -> "Extractor":
+        """The saved model; `quantize`: int8 dynamic quantization of its linear layers, for CPU
+        inference (`dore.model.quantize`; approximate: its F1 is measured in bench/bench_decoding.py)."""
         directory = Path(directory)
         if not (directory / MODEL_CARD).exists():
             raise FileNotFoundError(f"{directory} is not a saved DORE model (no {MODEL_CARD})")
         card = json.loads((directory / MODEL_CARD).read_text())
         layout = IdLayout.from_dict(json.loads((directory / "layout.json").read_text()))
         backbone = load_trained(directory, layout)
+        if quantize:
+            quantize_int8(backbone.model)
         return cls(backbone, layout, DecodingConfig(**card.get("decoding", {})), card)
 
     def save_pretrained(self, directory: str | Path, **card) -> Path:
