@@ -278,6 +278,7 @@ def main() -> None:
                     help="git revision whose decoding is the baseline (run from a copy of its dore package)")
     ap.add_argument("--f1-docs", type=int, default=0, help="test F1 with and without int8 on the first N documents")
     ap.add_argument("--levers-only", action="store_true", help="skip the original comparisons")
+    ap.add_argument("--f1-only", action="store_true", help="only the --f1-docs F1 comparison (decoding_f1.json)")
     args = ap.parse_args()
     torch.manual_seed(0)
     root = data_root()
@@ -292,6 +293,17 @@ def main() -> None:
                      "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
     out = Path(args.out)
     out.mkdir(exist_ok=True)
+    if args.f1_only:  # test F1 with and without int8 only: bench/results/decoding_f1.json
+        ex = Extractor.from_pretrained(args.model)
+        cfg = ex.decoding.model_copy(update={"mode": "rows", "num_beams": 1, "symbol_head": True})
+        f1 = {"model": model_name, "documents": args.f1_docs, "split": "test_revised",
+              "scorer": "docred_official (dore.scoring.score)", "threads": torch.get_num_threads(),
+              "float": test_f1(ex, cfg, root, args.f1_docs),
+              "int8": test_f1(Extractor.from_pretrained(args.model, quantize=True), cfg, root, args.f1_docs)}
+        f1["int8_minus_float"] = f1["int8"]["f1"] - f1["float"]["f1"]
+        (out / "decoding_f1.json").write_text(json.dumps(f1, indent=1))
+        print(json.dumps(f1, indent=1))
+        return
     results["levers"] = levers(args, docs, root)
     lever_lines = levers_table(results["levers"])
     if entities.of(bb.model) is not None or args.levers_only:  # no full-vocabulary or `generate` path to compare

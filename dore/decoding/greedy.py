@@ -135,6 +135,7 @@ class GreedyRows:
         if self.row_doc is not None:
             self.row_doc = self.row_doc[index]
             if self.groups is not None:
+                self._drop_finished_documents()
                 self.groups = row_groups(self.row_doc, self.doc_mask)
         if self.cache is not None:
             self.cache.self_attention_cache.reorder_cache(index)
@@ -142,6 +143,20 @@ class GreedyRows:
                 self.cache.cross_attention_cache.reorder_cache(index)
         if self.cross is not None and not self.per_document:
             self.cross = [(k[index], v[index]) for k, v in self.cross]
+
+    def _drop_finished_documents(self) -> None:
+        """Per-document cross-attention keys/values: keep only the documents with rows left (the
+        grouped attention would still attend over the others' keys, with no query to answer)."""
+        live = torch.unique(self.row_doc)
+        docs = len(self.doc_mask)
+        if len(live) == docs:
+            return
+        renumber = torch.full((docs,), -1, dtype=torch.long, device=live.device)
+        renumber[live] = torch.arange(len(live), device=live.device)
+        self.row_doc, self.doc_mask = renumber[self.row_doc], self.doc_mask[live]
+        for layer in self.cache.cross_attention_cache.layers:
+            layer.keys, layer.values = layer.keys[live], layer.values[live]
+        self.cross = [(k[live], v[live]) for k, v in self.cross]
 
     def _fresh_cache(self):
         """A cache with only the cross-attention keys/values (no self-attention reuse)."""
