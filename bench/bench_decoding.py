@@ -93,17 +93,22 @@ def levers(args, docs, root) -> dict:
     ex.backbone.model.eval()
     qex = Extractor.from_pretrained(args.model, quantize=True)
     docs = [d for d in docs if _fits(ex, d)]
-    cfg = ex.decoding.model_copy(update={"mode": "rows", "num_beams": 1, "symbol_head": True,
-                                         "batch_docs": args.batch_docs})
+    served = ex.decoding.model_copy(update={"mode": "rows", "num_beams": 1, "symbol_head": True,
+                                            "batch_docs": args.batch_docs})
+    cfg = served.model_copy(update={"sort_by_length": False})  # one lever at a time: documents in order
     static = cfg.model_copy(update={"compact_rows": False})
     bb = ex.backbone
 
-    def encoder_only():
-        with torch.no_grad():
-            for start in range(0, len(docs), args.batch_docs):
-                _, ids = ex._inputs(docs[start: start + args.batch_docs], cfg)
-                padded = pad_batch(ids, bb.pad_id)
-                encode(bb.model, padded, (padded != bb.pad_id).long(), cfg.chunk_length)
+    def encoder_only(ordered: bool):
+        def run():
+            _, ids = ex._inputs(docs, cfg)
+            if ordered:
+                ids = sorted(ids, key=len)
+            with torch.no_grad():
+                for start in range(0, len(ids), args.batch_docs):
+                    padded = pad_batch(ids[start: start + args.batch_docs], bb.pad_id)
+                    encode(bb.model, padded, (padded != bb.pad_id).long(), cfg.chunk_length)
+        return run
 
     def without_self_cache():
         no_cache = lambda *a, **k: GreedyRows(*a, **{**k, "self_cache": False})  # noqa: E731
@@ -112,7 +117,7 @@ def levers(args, docs, root) -> dict:
 
     def continuous(extractor):
         def run():
-            stream = ContinuousExtraction(extractor, cfg)
+            stream = ContinuousExtraction(extractor, served)
             try:
                 for future in [stream.submit([d]) for d in docs]:  # every document its own request, all at once
                     future.result()
@@ -121,12 +126,14 @@ def levers(args, docs, root) -> dict:
         return run
 
     variants = {
-        "encoder pass only": encoder_only,
+        "encoder pass only": encoder_only(False),
+        "encoder pass only, length-sorted batches": encoder_only(True),
         "rows run to the batch's end (no compaction)": lambda: ex.extract(docs, static),
         "no self-attention cache (compaction on)": without_self_cache,
         "finished rows leave the batch (compaction)": lambda: ex.extract(docs, cfg),
-        "compaction + int8": lambda: qex.extract(docs, cfg),
-        "continuous row batching": continuous(ex),
+        "compaction + length-sorted batches (default)": lambda: ex.extract(docs, served),
+        "compaction + length-sorted + int8": lambda: qex.extract(docs, served),
+        "continuous row batching (service default)": continuous(ex),
         "continuous row batching + int8": continuous(qex),
     }
     for fn in variants.values():  # warm-up
@@ -146,7 +153,7 @@ def levers(args, docs, root) -> dict:
            "s_per_doc": {name: min(s) / len(docs) for name, s in seconds.items()}, "seconds": seconds}
     if args.f1_docs:
         out["f1"] = {"documents": args.f1_docs, "split": "test_revised", "scorer": "docred_official (dore.scoring)",
-                     "float": test_f1(ex, cfg, root, args.f1_docs), "int8": test_f1(qex, cfg, root, args.f1_docs)}
+                     "float": test_f1(ex, served, root, args.f1_docs), "int8": test_f1(qex, served, root, args.f1_docs)}
     return out
 
 

@@ -35,6 +35,7 @@ from dore.symbolic.parse import parse_codes, parse_rows
 
 MODEL_CARD = "dore_model.json"
 PROGRESS_LINE_EVERY = 10  # batches between two plain progress lines outside a terminal
+SORT_WINDOW_BATCHES = 16  # sort_by_length: documents are ordered by length within windows of this many batches
 MAX_RELATIVE_POSITIONS = 4096  # decoder length cap for backbones without absolute positions (T5)
 Predictions = dict[str, list[tuple[tuple[int, ...], str]]]  # doc id -> [(entity indices, label)], as scorers take
 
@@ -117,12 +118,22 @@ class Extractor:
         self.backbone.model.eval()
         out = []
         progress = Progress(len(docs), desc="extract", unit="doc", enabled=len(docs) > cfg.batch_docs)
-        for start in range(0, len(docs), cfg.batch_docs):
-            chunk = docs[start: start + cfg.batch_docs]
-            assignments, input_ids = self._inputs(chunk, cfg)
-            decoded = self._generate(assignments, input_ids, cfg)
+        window = cfg.batch_docs * (SORT_WINDOW_BATCHES if cfg.sort_by_length else 1)
+        batches = 0
+        for window_start in range(0, len(docs), window):
+            assignments, input_ids = self._inputs(docs[window_start: window_start + window], cfg)
+            order = list(range(len(input_ids)))
+            if cfg.sort_by_length:  # batches of similar lengths: less padding for the encoder and cross-attention
+                order.sort(key=lambda i: len(input_ids[i]))
+            decoded: list = [None] * len(order)
+            for start in range(0, len(order), cfg.batch_docs):
+                batch = order[start: start + cfg.batch_docs]
+                for i, rows in zip(batch, self._generate([assignments[i] for i in batch],
+                                                         [input_ids[i] for i in batch], cfg)):
+                    decoded[i] = rows
+                batches += 1
+                progress.step({} if batches % PROGRESS_LINE_EVERY == 0 else None, n=len(batch))
             out.extend(zip(assignments, input_ids, decoded))
-            progress.step({} if (start // cfg.batch_docs + 1) % PROGRESS_LINE_EVERY == 0 else None, n=len(chunk))
         progress.close()
         return out
 
@@ -255,6 +266,7 @@ class _Request:
     future: Future
     results: list = field(default_factory=list)
     left: int = 0
+    inputs: list = field(default_factory=list)  # encoded input ids, once the decoding thread has made them
 
 
 class ContinuousExtraction:
@@ -277,7 +289,8 @@ class ContinuousExtraction:
                                       rules=Rules(sorted_heads=cfg.order == "row-column"),
                                       code_bias=extractor.code_bias(cfg), chunk_length=cfg.chunk_length,
                                       compact=cfg.compact_rows)
-        self._pending: deque[tuple[_Request, int]] = deque()
+        self._pending: deque[tuple[_Request, int]] = deque()  # submitted, not yet seen by the decoding thread
+        self._waiting: list[tuple[_Request, int]] = []  # seen (encoded), not yet started; oldest first
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="dore-continuous-decoding", daemon=True)
@@ -287,7 +300,7 @@ class ContinuousExtraction:
         """A future of the documents' relations (as `Extractor.extract` returns them). A document
         that does not fit the model raises LayoutError here, before anything is queued."""
         request = _Request(list(docs), [self.extractor.check_fits(d) for d in docs], Future(),
-                           [None] * len(docs), len(docs))
+                           [None] * len(docs), len(docs), [None] * len(docs))
         if not docs:
             request.future.set_result([])
             return request.future
@@ -308,25 +321,41 @@ class ContinuousExtraction:
         self._thread.join()
 
     def _admit(self) -> list[tuple[_Request, int]]:
-        """The pending documents that fit in the rows budget, at most `batch_docs` (at least one
-        when nothing is decoding), in arrival order."""
-        layout, room = self.extractor.layout, self.max_rows - self.decoder.active_rows
-        admitted = []
+        """The documents to start now: the oldest waiting one, then those closest to it in input
+        length (less padding), at most `batch_docs`, within the rows budget (at least the oldest
+        when nothing is decoding)."""
         with self._wake:
-            while self._pending and len(admitted) < self.cfg.batch_docs:
-                request, i = self._pending[0]
-                rows = len(layout.row_heads(request.assignments[i].slots))
-                if rows > room and (admitted or not self.decoder.idle):
-                    break
-                admitted.append(self._pending.popleft())
-                room -= rows
+            self._waiting.extend(self._pending)
+            self._pending.clear()
+        for request, i in self._waiting:
+            if request.inputs[i] is None:
+                request.inputs[i] = self.extractor._inputs([request.docs[i]], self.cfg)[1][0]
+        if not self._waiting:
+            return []
+        layout, room = self.extractor.layout, self.max_rows - self.decoder.active_rows
+        (oldest, j), rest = self._waiting[0], self._waiting[1:]
+        if self.cfg.sort_by_length:
+            length = len(oldest.inputs[j])
+            rest = sorted(rest, key=lambda item: abs(len(item[0].inputs[item[1]]) - length))
+        admitted = []
+        for request, i in [(oldest, j), *rest]:
+            if len(admitted) == self.cfg.batch_docs:
+                break
+            rows = len(layout.row_heads(request.assignments[i].slots))
+            if rows > room and (admitted or not self.decoder.idle):
+                if not admitted:
+                    break  # the oldest waits for room; nothing overtakes it
+                continue
+            admitted.append((request, i))
+            room -= rows
+        chosen = {(id(r), i) for r, i in admitted}
+        self._waiting = [(r, i) for r, i in self._waiting if (id(r), i) not in chosen]
         return admitted
 
     def _start(self, admitted: list[tuple[_Request, int]]) -> None:
         ex, cfg, bb = self.extractor, self.cfg, self.extractor.backbone
-        docs = [request.docs[i] for request, i in admitted]
-        assignments, input_ids = ex._inputs(docs, cfg)
-        ids = pad_batch(input_ids, bb.pad_id)
+        assignments = [request.assignments[i] for request, i in admitted]
+        ids = pad_batch([request.inputs[i] for request, i in admitted], bb.pad_id)
         budgets = [cfg.max_new_tokens or ex.default_max_new_tokens("rows", a) for a in assignments]
         device = next(bb.model.parameters()).device
         self.decoder.add([(request, i, a) for (request, i), a in zip(admitted, assignments)], ids.to(device),
@@ -345,12 +374,13 @@ class ContinuousExtraction:
         with torch.no_grad():  # grad mode is per thread
             while True:
                 with self._wake:
-                    while not self._pending and self.decoder.idle and not self._closed:
+                    while not self._pending and not self._waiting and self.decoder.idle and not self._closed:
                         self._wake.wait()
                     if self._closed:
                         break
-                admitted = self._admit()
+                admitted = []
                 try:
+                    admitted = self._admit()
                     if admitted:
                         self._start(admitted)
                     for key, rows in self.decoder.step():
@@ -362,6 +392,6 @@ class ContinuousExtraction:
                     for request in failed.values():
                         if not request.future.done():
                             request.future.set_exception(exc)
-        for request, _ in self._pending:
+        for request, _ in [*self._pending, *self._waiting]:
             if not request.future.done():
                 request.future.set_exception(RuntimeError("extraction stopped"))

@@ -98,3 +98,18 @@ def test_continuous_batching_refuses_beams_and_a_document_that_does_not_fit():
         assert continuous.extract([]) == []
     finally:
         continuous.close()
+
+
+def test_length_sorted_batches_give_each_document_its_own_relations():
+    layout = fixture_layout(n_slots=42)
+    extractor = Extractor(load_backbone("tiny-bart", layout, seed=0), layout)
+    docs = [d for d in fixture_docs("train", "dev", "test") if len(d.entities) <= layout.n_slots][:6]
+    _, ids = extractor._inputs(docs, DecodingConfig())
+    assert sorted(map(len, ids)) != list(map(len, ids)), "the documents should come unsorted"
+    decoding = DecodingConfig(symbol_head=True, na_bias=-2.0, eos_bias=1.0, batch_docs=2, max_new_tokens=12)
+    plain = extractor.extract(docs, decoding.model_copy(update={"sort_by_length": False}))
+    ordered = extractor.extract(docs, decoding)
+    assert any(plain)
+    for got, want in zip(ordered, plain, strict=True):
+        assert [(r.args, r.label) for r in got] == [(r.args, r.label) for r in want]
+        assert [r.confidence for r in got] == pytest.approx([r.confidence for r in want], abs=1e-5)
