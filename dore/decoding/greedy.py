@@ -49,10 +49,9 @@ class GreedyRows:
             per_document = grouped_cross_attention(head.decoder)
             self.cache = shared_cross_attention_cache(head.decoder, encoder_hidden, row_doc, per_document=per_document)
             self.per_document = per_document
-            if per_document:
+            if per_document:  # the grouped cross-attention reads the per-document cache: no per-row copy of the states
                 self.doc_mask = attention_mask
                 self.groups = row_groups(row_doc, attention_mask)
-            if per_document:  # the grouped cross-attention reads the per-document cache: no per-row copy of the states
                 self.first_states = encoder_hidden[:1]
                 encoder_hidden = self.first_states.expand(rows, -1, -1)
             else:
@@ -68,7 +67,6 @@ class GreedyRows:
         self.codes = torch.full((rows, max_new_tokens), eos, dtype=torch.long, device=device)
         self.probs = torch.ones(rows, max_new_tokens, device=device)
         self.steps = 0
-        self.done_at = torch.full((rows,), -1, dtype=torch.long, device=device)  # step after which a row ended
 
     @property
     def done(self) -> bool:
@@ -98,15 +96,12 @@ class GreedyRows:
         self.codes[self.active, self.steps] = code
         self.probs[self.active, self.steps] = best.values.exp()
         newly = ~self.finished & (code == eos)
-        self.done_at[self.active[newly]] = self.steps
         self.finished |= newly
         self.steps += 1
         self.step_ids = self.code_to_id[code][:, None]
         self.ids = torch.cat([self.ids, self.step_ids], 1)
         ended = self.active[newly]
-        if self.steps >= self.max_new_tokens:
-            self.active = self.active[:0]
-        elif self.finished.all():
+        if self.steps >= self.max_new_tokens or self.finished.all():
             self.active = self.active[:0]
         elif self.compact and int(self.finished.sum()) >= max(1, COMPACT_SHARE * len(self.finished)):
             self._keep(~self.finished)
