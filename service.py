@@ -11,7 +11,8 @@ Configuration (environment, read at start; bench/bench_service.py compares them)
   decoder at its next step and each request is answered as soon as its own documents are done
   (`dore.extract.ContinuousExtraction`); `on`: BentoML's adaptive batching (a batch is decoded
   to its slowest document); `off`: one request at a time.
-- `DORE_QUANTIZE=int8`: int8 dynamic quantization of the linear layers (`dore.model.quantize`).
+- `DORE_QUANTIZE=int8` / `int8-decoder`: int8 dynamic quantization of the linear layers, all or
+  the decoder's only (`dore.model.quantize`; approximate, off by default).
 - `DORE_WORKERS` (default 1): server processes, each with its own model copy.
 - `DORE_TORCH_THREADS`: torch threads per worker; default `OMP_NUM_THREADS` if set, else the
   machine's CPUs divided by the workers.
@@ -73,8 +74,9 @@ if BATCHING not in ("continuous", "on", "off"):
     raise ValueError(f"DORE_BATCHING must be continuous, on or off, not {BATCHING!r}")
 ADAPTIVE_BATCHING = BATCHING == "on"
 QUANTIZE = os.environ.get("DORE_QUANTIZE", "").lower()
-if QUANTIZE not in ("", "off", "int8"):
-    raise ValueError(f"DORE_QUANTIZE must be int8 or off, not {QUANTIZE!r}")
+QUANTIZE_SCOPES = {"": None, "off": None, "int8": "all", "int8-decoder": "decoder"}
+if QUANTIZE not in QUANTIZE_SCOPES:
+    raise ValueError(f"DORE_QUANTIZE must be int8, int8-decoder or off, not {QUANTIZE!r}")
 WORKERS = int(os.environ.get("DORE_WORKERS", "1"))
 TORCH_THREADS = int(os.environ.get("DORE_TORCH_THREADS") or os.environ.get("OMP_NUM_THREADS")
                     or max(1, (os.cpu_count() or 1) // WORKERS))
@@ -99,7 +101,7 @@ class DoreService:
 
     def __init__(self) -> None:
         torch.set_num_threads(TORCH_THREADS)
-        self.extractor = Extractor.from_pretrained(self.model_ref.path, quantize=QUANTIZE == "int8")
+        self.extractor = Extractor.from_pretrained(self.model_ref.path, quantize=QUANTIZE_SCOPES[QUANTIZE])
         self.tag = str(self.model_ref.tag)
         self.continuous = (ContinuousExtraction(self.extractor, self.served_decoding(), max_rows=MAX_ROWS)
                            if BATCHING == "continuous" else None)

@@ -75,9 +75,9 @@ class Extractor:
 
     # --- persistence -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | Path, quantize: bool = False) -> "Extractor":
-        """The saved model; `quantize`: int8 dynamic quantization of its linear layers, for CPU
-        inference (`dore.model.quantize`; approximate: its F1 is measured in bench/bench_decoding.py)."""
+    def from_pretrained(cls, directory: str | Path, quantize: str | None = None) -> "Extractor":
+        """The saved model; `quantize` ("all" or "decoder"): int8 dynamic quantization of those linear
+        layers, for CPU inference (`dore.model.quantize`; approximate: F1 in bench/bench_decoding.py)."""
         directory = Path(directory)
         if not (directory / MODEL_CARD).exists():
             raise FileNotFoundError(f"{directory} is not a saved DORE model (no {MODEL_CARD})")
@@ -85,7 +85,7 @@ class Extractor:
         layout = IdLayout.from_dict(json.loads((directory / "layout.json").read_text()))
         backbone = load_trained(directory, layout)
         if quantize:
-            quantize_int8(backbone.model)
+            quantize_int8(backbone.model, quantize)
         return cls(backbone, layout, DecodingConfig(**card.get("decoding", {})), card)
 
     def save_pretrained(self, directory: str | Path, **card) -> Path:

@@ -20,11 +20,11 @@ GOLDEN_MODEL = Path(__file__).resolve().parents[1] / "golden" / "model"
 
 
 def test_saved_model_loads_quantized_and_decodes():
-    plain, quantized = Extractor.from_pretrained(GOLDEN_MODEL), Extractor.from_pretrained(GOLDEN_MODEL, quantize=True)
+    plain, quantized = Extractor.from_pretrained(GOLDEN_MODEL), Extractor.from_pretrained(GOLDEN_MODEL, quantize="all")
     model = quantized.backbone.model
     linear = [m for m in model.modules() if type(m) is nn.Linear]
     assert linear == [model.get_output_embeddings()]  # every other linear layer is int8
-    assert getattr(model, "dore_quantized", None) == "int8-dynamic"
+    assert getattr(model, "dore_quantized", None) == "int8-dynamic (all)"
     docs = fixture_docs("test")
     decoding = DecodingConfig(symbol_head=True, na_bias=-30.0, eos_bias=-30.0, max_new_tokens=6)  # every row writes
     got, want = quantized.extract(docs, decoding), plain.extract(docs, decoding)
@@ -52,3 +52,11 @@ def test_quantized_minilm_with_entity_symbols_stays_close_to_float():
     extractor = Extractor(float_model, layout)  # now quantized: the grouped cross-attention path runs on it
     rels = extractor.extract(fixture_docs("test"), DecodingConfig(symbol_head=True, max_new_tokens=6))
     assert len(rels) == 2
+
+
+def test_decoder_scope_leaves_the_encoder_float():
+    model = Extractor.from_pretrained(GOLDEN_MODEL, quantize="decoder").backbone.model
+    encoder = {id(m) for m in model.get_encoder().modules()}
+    float_linear = [m for m in model.modules() if type(m) is nn.Linear]
+    assert float_linear and all(id(m) in encoder or m is model.get_output_embeddings() for m in float_linear)
+    assert any(type(m) is not nn.Linear and "Linear" in type(m).__name__ for m in model.get_decoder().modules())
