@@ -16,7 +16,7 @@ Configuration (environment, read at start; bench/bench_service.py compares them)
 - `DORE_WORKERS` (default 1): server processes, each with its own model copy.
 - `DORE_TORCH_THREADS`: torch threads per worker; default `OMP_NUM_THREADS` if set, else the
   machine's CPUs divided by the workers.
-- `DORE_MAX_ROWS` (default 1024): rows decoded at once in continuous mode (memory bound).
+- `DORE_MAX_ROWS` (default 512): rows decoded at once in continuous mode (memory bound).
 
 Why two endpoints: a batchable BentoML API takes exactly one batch argument and the
 dispatcher hands it a list merged from many requests, so a request cannot be refused on its
@@ -80,7 +80,7 @@ if QUANTIZE not in QUANTIZE_SCOPES:
 WORKERS = int(os.environ.get("DORE_WORKERS", "1"))
 TORCH_THREADS = int(os.environ.get("DORE_TORCH_THREADS") or os.environ.get("OMP_NUM_THREADS")
                     or max(1, (os.cpu_count() or 1) // WORKERS))
-MAX_ROWS = int(os.environ.get("DORE_MAX_ROWS", "1024"))
+MAX_ROWS = int(os.environ.get("DORE_MAX_ROWS", "512"))  # ~25 documents: their cross-attention keys bound memory
 MAX_BATCH_DOCUMENTS = 16
 # The dispatcher answers 503 to requests it expects to wait longer than this: keep it near
 # the traffic timeout so bursts queue instead of being shed.
