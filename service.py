@@ -4,8 +4,19 @@
 
 The model comes from the project's BentoML model store, `.bentoml` in the checkout unless
 `BENTOML_HOME` names another (dore/env.py: the store `dore package`, the DVC stages and the flow
-put models in): `dore-docred:latest` unless `DORE_BENTO_MODEL` names another tag. `DORE_BATCHING=off` turns
-adaptive batching off (for comparison; bench/bench_service.py).
+put models in): `dore-docred:latest` unless `DORE_BENTO_MODEL` names another tag.
+
+Configuration (environment, read at start; bench/bench_service.py compares them):
+- `DORE_BATCHING`: `continuous` (default): continuous row batching, a document's rows join the
+  decoder at its next step and each request is answered as soon as its own documents are done
+  (`dore.extract.ContinuousExtraction`); `on`: BentoML's adaptive batching (a batch is decoded
+  to its slowest document); `off`: one request at a time.
+- `DORE_QUANTIZE=int8` / `int8-decoder`: int8 dynamic quantization of the linear layers, all or
+  the decoder's only (`dore.model.quantize`; approximate, off by default).
+- `DORE_WORKERS` (default 1): server processes, each with its own model copy.
+- `DORE_TORCH_THREADS`: torch threads per worker; default `OMP_NUM_THREADS` if set, else the
+  machine's CPUs divided by the workers.
+- `DORE_MAX_ROWS` (default 512): rows decoded at once in continuous mode (memory bound).
 
 Why two endpoints: a batchable BentoML API takes exactly one batch argument and the
 dispatcher hands it a list merged from many requests, so a request cannot be refused on its
@@ -26,6 +37,7 @@ from dore.env import set_offline_defaults
 
 set_offline_defaults()  # no analytics, no hub, the project's model store: before bentoml and transformers read them
 
+import asyncio  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 from typing import Annotated  # noqa: E402
@@ -35,11 +47,12 @@ import anyio  # noqa: E402
 import bentoml  # noqa: E402
 from bentoml.exceptions import BentoMLException  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
+import torch  # noqa: E402
 from pydantic import Field  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 
 from dore.data.model import DataError, Document  # noqa: E402
-from dore.extract import Extractor  # noqa: E402
+from dore.extract import ContinuousExtraction, Extractor, TextExtraction  # noqa: E402
 from dore.serving import (  # noqa: E402
     FIND_ENTITIES,
     MAX_DOCUMENTS_PER_REQUEST,
@@ -55,7 +68,20 @@ from dore.serving import (  # noqa: E402
 )
 
 MODEL_TAG = os.environ.get("DORE_BENTO_MODEL", "dore-docred:latest")
-ADAPTIVE_BATCHING = os.environ.get("DORE_BATCHING", "on").lower() not in ("off", "0", "false", "no")
+BATCHING = os.environ.get("DORE_BATCHING", "continuous").lower()
+if BATCHING in ("0", "false", "no"):
+    BATCHING = "off"
+if BATCHING not in ("continuous", "on", "off"):
+    raise ValueError(f"DORE_BATCHING must be continuous, on or off, not {BATCHING!r}")
+ADAPTIVE_BATCHING = BATCHING == "on"
+QUANTIZE = os.environ.get("DORE_QUANTIZE", "").lower()
+QUANTIZE_SCOPES = {"": None, "off": None, "int8": "all", "int8-decoder": "decoder"}
+if QUANTIZE not in QUANTIZE_SCOPES:
+    raise ValueError(f"DORE_QUANTIZE must be int8, int8-decoder or off, not {QUANTIZE!r}")
+WORKERS = int(os.environ.get("DORE_WORKERS", "1"))
+TORCH_THREADS = int(os.environ.get("DORE_TORCH_THREADS") or os.environ.get("OMP_NUM_THREADS")
+                    or max(1, (os.cpu_count() or 1) // WORKERS))
+MAX_ROWS = int(os.environ.get("DORE_MAX_ROWS", "512"))  # ~25 documents: their cross-attention keys bound memory
 MAX_BATCH_DOCUMENTS = 16
 # The dispatcher answers 503 to requests it expects to wait longer than this: keep it near
 # the traffic timeout so bursts queue instead of being shed.
@@ -68,15 +94,22 @@ info_app = FastAPI(title="DORE model info", docs_url=None, redoc_url=None, opena
 # runner_connection: BentoML 1.4.31+ renews its client session every 100 requests and closes the
 # old one with calls still in flight ("Server disconnected", bentoml/BentoML#5540); the session
 # here is the service's in-process client to itself, so never renew it.
-@bentoml.service(resources={"cpu": "1"}, traffic={"timeout": 90}, workers=1,
+@bentoml.service(resources={"cpu": str(WORKERS * TORCH_THREADS)}, traffic={"timeout": 90}, workers=WORKERS,
                  runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9})
 @bentoml.asgi_app(info_app, path="/")
 class DoreService:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        self.extractor = Extractor.from_pretrained(self.model_ref.path)
+        torch.set_num_threads(TORCH_THREADS)
+        self.extractor = Extractor.from_pretrained(self.model_ref.path, quantize=QUANTIZE_SCOPES[QUANTIZE])
         self.tag = str(self.model_ref.tag)
+        self.continuous = (ContinuousExtraction(self.extractor, self.served_decoding(), max_rows=MAX_ROWS)
+                           if BATCHING == "continuous" else None)
+
+    def served_decoding(self):
+        """The model's decoding (biases chosen on dev) as served: rows, greedy, symbol head."""
+        return self.extractor.decoding.model_copy(update={"mode": "rows", "num_beams": 1, "symbol_head": True})
 
     @info_app.get("/model", response_model=ModelInfo)
     def model(self) -> ModelInfo:
@@ -101,7 +134,13 @@ class DoreService:
                 return JSONResponse({"error": f"this model ({self.tag}) has no entity recognizer: give the "
                                      "document's entities", "document": unread, "field": "entities"}, status_code=422)
         client = getattr(self, "to_async", None)  # set by BentoML's server; absent in a bare DoreService()
-        if client is not None:
+        if self.continuous is not None:
+            try:
+                outcomes = await self._continuous(docs)
+            except Exception:  # noqa: BLE001 - a failed decoder step: retried one by one, so only the culprit fails
+                logger.exception("continuous extraction failed; extracting the request's documents one by one")
+                outcomes = await anyio.to_thread.run_sync(self.extract_batch.local, docs)
+        elif client is not None:
             try:
                 outcomes = await client.extract_batch(documents=docs)
             except (BentoMLException, aiohttp.ClientError, TimeoutError) as exc:  # shed by the dispatcher, timed out
@@ -117,6 +156,18 @@ class DoreService:
         return ExtractResponse(model=self.tag, documents=[
             DocumentResult(id=doc.doc_id, relations=outcome.relations, entities=outcome.entities,
                            entities_dropped=outcome.entities_dropped) for doc, outcome in zip(docs, outcomes)])
+
+    async def _continuous(self, docs: list[Document]) -> list[Extraction]:
+        """Continuous row batching; documents sent without entities get them from the recognizer first."""
+        unread = [i for i, doc in enumerate(docs) if doc.meta.get(FIND_ENTITIES)]
+        recognized = await anyio.to_thread.run_sync(self.extractor.recognize, [docs[i] for i in unread]) \
+            if unread else []
+        ready, dropped = list(docs), {}
+        for i, (doc, n_dropped) in zip(unread, recognized):
+            ready[i], dropped[i] = doc, n_dropped
+        predicted = await asyncio.wrap_future(self.continuous.submit(ready))
+        return [Extraction.found(TextExtraction(doc, rels, dropped[i])) if i in dropped else Extraction.of(rels)
+                for i, (doc, rels) in enumerate(zip(ready, predicted))]
 
     @bentoml.api(batchable=ADAPTIVE_BATCHING, max_batch_size=MAX_BATCH_DOCUMENTS, max_latency_ms=MAX_BATCH_LATENCY_MS)
     def extract_batch(self, documents: list[Document]) -> list[Extraction]:

@@ -1,8 +1,16 @@
 """Decoding and training benchmark: one model, one set of Re-DocRED test documents, one run.
 
-    python bench/bench_decoding.py [--model artifacts/docred/model] [--docs 20]
+    python bench/bench_decoding.py [--model artifacts/docred/model] [--docs 20] [--baseline-rev REV] [--f1-docs 500]
 
-Writes bench/results/decoding.md and bench/results/decoding.json. Measures (CPU unless CUDA is present):
+Writes bench/results/decoding.md and bench/results/decoding.json. First, for every model (entity-symbol
+models included), the speed levers of the served decoding (rows, greedy, symbol head, the model's
+biases), side by side in one run, per document: one encoder pass; full decoding as the code at
+`--baseline-rev` does it (a copy of that revision's `dore` in a subprocess); and here with each lever
+off and on (finished rows leaving the batch, the reused self-attention cache, int8 dynamic
+quantization, continuous row batching), rounds interleaved so that load on the machine hits every
+variant alike. `--f1-docs N`: test F1 (DocRED scorer, `test_revised`) on the first N documents with
+and without int8 quantization. Then, for models without entity symbols (whose full-vocabulary and
+`generate` paths exist), the original comparisons (CPU unless CUDA is present):
 parallel rows vs single sequence (docs/s, sequential decoder steps per document),
 encode-once rows vs re-encoding per row, the vectorised constraint vs a per-hypothesis
 Python callback, the symbol-only output head vs the full vocabulary, decode time as a
@@ -25,6 +33,174 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dore.env import set_offline_defaults  # noqa: E402
 
 set_offline_defaults()
+
+
+BASELINE_REV = "53de7be"  # the revision of the #17 service baseline (bench/results/service_baseline.md)
+
+# Run by the baseline revision's own code (argv: its source folder, model, batch docs, rounds, docs file).
+BASELINE_SCRIPT = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from dore.env import set_offline_defaults
+set_offline_defaults()
+import torch
+from dore.data.model import read_jsonl
+from dore.extract import Extractor
+torch.set_num_threads(int(sys.argv[6]))
+ex = Extractor.from_pretrained(sys.argv[2])
+docs = list(read_jsonl(sys.argv[5]))
+cfg = ex.decoding.model_copy(update={"mode": "rows", "num_beams": 1, "symbol_head": True, "batch_docs": int(sys.argv[3])})
+ex.extract(docs[:2], cfg)  # warm-up
+times = []
+for _ in range(int(sys.argv[4])):
+    start = time.perf_counter()
+    ex.extract(docs, cfg)
+    times.append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
+
+
+def baseline_seconds(rev: str, model: str, docs, batch_docs: int, rounds: int) -> list[float]:
+    """Seconds per round of decoding `docs` with the code of `rev` (its dore package, exported to
+    a temporary folder), in a subprocess."""
+    import subprocess
+    import tempfile
+
+    from dore.data.model import write_jsonl
+
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="dore-baseline-") as tmp:
+        archive = subprocess.run(["git", "archive", rev, "dore"], cwd=repo, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        write_jsonl(Path(tmp) / "docs.jsonl", docs)
+        out = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, tmp, str(Path(model).resolve()), str(batch_docs),
+                              str(rounds), str(Path(tmp) / "docs.jsonl"), str(torch.get_num_threads())],
+                             capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def levers(args, docs, root) -> dict:
+    """Seconds per document of one encoder pass and of full decoding with each lever, rounds
+    interleaved (the fastest round counts); test F1 with and without int8 if asked."""
+    from unittest import mock
+
+    from dore.decoding import generate as generate_module
+    from dore.decoding.greedy import GreedyRows
+    from dore.extract import ContinuousExtraction, Extractor
+    from dore.model.inputs import encode, pad_batch
+
+    ex = Extractor.from_pretrained(args.model)
+    ex.backbone.model.eval()
+    qex = Extractor.from_pretrained(args.model, quantize="all")
+    qdex = Extractor.from_pretrained(args.model, quantize="decoder")
+    docs = [d for d in docs if _fits(ex, d)]
+    served = ex.decoding.model_copy(update={"mode": "rows", "num_beams": 1, "symbol_head": True,
+                                            "batch_docs": args.batch_docs})
+    cfg = served.model_copy(update={"sort_by_length": False})  # one lever at a time: documents in order
+    static = cfg.model_copy(update={"compact_rows": False})
+    bb = ex.backbone
+
+    def encoder_only(ordered: bool):
+        def run():
+            _, ids = ex._inputs(docs, cfg)
+            if ordered:
+                ids = sorted(ids, key=len)
+            with torch.no_grad():
+                for start in range(0, len(ids), args.batch_docs):
+                    padded = pad_batch(ids[start: start + args.batch_docs], bb.pad_id)
+                    encode(bb.model, padded, (padded != bb.pad_id).long(), cfg.chunk_length)
+        return run
+
+    def without_self_cache():
+        no_cache = lambda *a, **k: GreedyRows(*a, **{**k, "self_cache": False})  # noqa: E731
+        with mock.patch.object(generate_module, "GreedyRows", no_cache):
+            ex.extract(docs, cfg)
+
+    def continuous(extractor):
+        def run():
+            stream = ContinuousExtraction(extractor, served)
+            try:
+                for future in [stream.submit([d]) for d in docs]:  # every document its own request, all at once
+                    future.result()
+            finally:
+                stream.close()
+        return run
+
+    variants = {
+        "encoder pass only": encoder_only(False),
+        "encoder pass only, length-sorted batches": encoder_only(True),
+        "rows run to the batch's end (no compaction)": lambda: ex.extract(docs, static),
+        "no self-attention cache (compaction on)": without_self_cache,
+        "finished rows leave the batch (compaction)": lambda: ex.extract(docs, cfg),
+        "compaction + length-sorted batches (default)": lambda: ex.extract(docs, served),
+        "compaction + length-sorted + int8": lambda: qex.extract(docs, served),
+        "compaction + length-sorted + int8 decoder only": lambda: qdex.extract(docs, served),
+        "continuous row batching (service default)": continuous(ex),
+        "continuous row batching + int8": continuous(qex),
+    }
+    for fn in variants.values():  # warm-up
+        if fn is not without_self_cache:
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    seconds[f"baseline: the code at {args.baseline_rev}"] = []
+    for _ in range(args.rounds):
+        seconds[f"baseline: the code at {args.baseline_rev}"] += baseline_seconds(
+            args.baseline_rev, args.model, docs, args.batch_docs, 1)
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    out = {"documents": len(docs), "batch_docs": args.batch_docs, "rounds": args.rounds,
+           "threads": torch.get_num_threads(), "baseline_rev": args.baseline_rev,
+           "s_per_doc": {name: min(s) / len(docs) for name, s in seconds.items()}, "seconds": seconds}
+    if args.f1_docs:
+        out["f1"] = {"documents": args.f1_docs, "split": "test_revised", "scorer": "docred_official (dore.scoring)",
+                     "float": test_f1(ex, served, root, args.f1_docs), "int8": test_f1(qex, served, root, args.f1_docs),
+                     "int8_decoder": test_f1(qdex, served, root, args.f1_docs)}
+    return out
+
+
+def _fits(ex, doc) -> bool:
+    try:
+        ex.check_fits(doc)
+        return True
+    except Exception:  # noqa: BLE001 - more entities than slots
+        return False
+
+
+def test_f1(ex, cfg, root, n: int) -> dict:
+    """DocRED scorer F1 on the first `n` test_revised documents; a document that does not fit the
+    model's slots is predicted empty (and counted)."""
+    from dore.data.docred import read_docred
+    from dore.scoring.score import score
+
+    gold = read_docred(root / "redocred" / "test_revised.json")[0][:n]
+    fit = [d for d in gold if _fits(ex, d)]
+    start = time.perf_counter()
+    predictions = {d.doc_id: [] for d in gold} | ex.predictions(fit, cfg)
+    seconds = time.perf_counter() - start
+    metrics = score(predictions, gold)
+    return {"f1": metrics["f1"], "p": metrics["p"], "r": metrics["r"], "documents": len(gold),
+            "not_fitting": len(gold) - len(fit), "seconds": seconds}
+
+
+def levers_table(lv: dict) -> list[str]:
+    per_doc = lv["s_per_doc"]
+    base = per_doc[f"baseline: the code at {lv['baseline_rev']}"]
+    enc = per_doc["encoder pass only"]
+    lines = [f"# Decoding levers ({lv['threads']} torch threads, {lv['documents']} Re-DocRED test_revised documents, "
+             f"batches of {lv['batch_docs']}, fastest of {lv['rounds']} interleaved rounds)", "",
+             "| decoding (rows, greedy, symbol head) | ms per document | x baseline | x encoder pass |",
+             "|---|---|---|---|"]
+    for name, s in per_doc.items():
+        lines.append(f"| {name} | {1e3 * s:.0f} | {s / base:.2f} | {s / enc:.1f} |")
+    if "f1" in lv:
+        f = lv["f1"]
+        lines += ["", f"Test F1 ({f['scorer']}, first {f['documents']} test_revised documents): "
+                      f"float {f['float']['f1']:.2f}, int8 {f['int8']['f1']:.2f} "
+                      f"({f['int8']['f1'] - f['float']['f1']:+.2f}), int8 decoder only {f['int8_decoder']['f1']:.2f} "
+                      f"({f['int8_decoder']['f1'] - f['float']['f1']:+.2f}); target: within 0.5."]
+    return lines
 
 
 def timed(fn, repeats: int = 1):
@@ -107,6 +283,14 @@ def main() -> None:
     ap.add_argument("--model", default="artifacts/docred/model")
     ap.add_argument("--docs", type=int, default=20)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--batch-docs", type=int, default=8, help="documents per batch in the levers' timings")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds per lever (the fastest counts)")
+    ap.add_argument("--baseline-rev", default=BASELINE_REV,
+                    help="git revision whose decoding is the baseline (run from a copy of its dore package)")
+    ap.add_argument("--f1-docs", type=int, default=0, help="test F1 with and without int8 on the first N documents")
+    ap.add_argument("--levers-only", action="store_true", help="skip the original comparisons")
+    ap.add_argument("--f1-only", action="store_true", help="only the --f1-docs F1 comparison (decoding_f1.json)")
+    ap.add_argument("--f1-scopes", default="all,decoder", help="with --f1-only: the int8 scopes to score")
     args = ap.parse_args()
     torch.manual_seed(0)
     root = data_root()
@@ -117,11 +301,30 @@ def main() -> None:
         layout = docred_layout(load_rel_info(root / "docred" / "rel_info.json"))
         ex, model_name = Extractor(load_backbone("minilm", layout), layout), "minilm (untrained)"
     bb, layout = ex.backbone, ex.layout
-    if entities.of(bb.model) is not None:  # the full-vocabulary and `generate` paths cannot read its entity table
-        raise SystemExit(f"{args.model} was trained with --entity-embeddings: this benchmark compares against "
-                         "full-vocabulary decoding, which such models refuse; pass a model trained without it")
     results: dict = {"model": model_name, "documents": len(docs), "device": "cuda" if torch.cuda.is_available() else "cpu",
                      "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    if args.f1_only:  # test F1 with and without int8 only: bench/results/decoding_f1.json
+        ex = Extractor.from_pretrained(args.model)
+        cfg = ex.decoding.model_copy(update={"mode": "rows", "num_beams": 1, "symbol_head": True})
+        f1 = {"model": model_name, "documents": args.f1_docs, "split": "test_revised",
+              "scorer": "docred_official (dore.scoring.score)", "threads": torch.get_num_threads(),
+              "float": test_f1(ex, cfg, root, args.f1_docs)}
+        for scope in args.f1_scopes.split(","):
+            f1[f"int8 ({scope})"] = test_f1(Extractor.from_pretrained(args.model, quantize=scope), cfg, root,
+                                             args.f1_docs)
+            f1[f"int8 ({scope}) minus float"] = f1[f"int8 ({scope})"]["f1"] - f1["float"]["f1"]
+        (out / "decoding_f1.json").write_text(json.dumps(f1, indent=1))
+        print(json.dumps(f1, indent=1))
+        return
+    results["levers"] = levers(args, docs, root)
+    lever_lines = levers_table(results["levers"])
+    if entities.of(bb.model) is not None or args.levers_only:  # no full-vocabulary or `generate` path to compare
+        (out / "decoding.json").write_text(json.dumps(results, indent=1))
+        (out / "decoding.md").write_text("\n".join(lever_lines) + "\n")
+        print("\n".join(lever_lines))
+        return
 
     def config(mode, symbol_head=False):  # the model's own decoding (NA/EOS biases chosen on dev)
         return ex.decoding.model_copy(update={"mode": mode, "batch_docs": 4, "num_beams": 1, "symbol_head": symbol_head})
@@ -197,8 +400,6 @@ def main() -> None:
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model.eval()
 
-    out = Path(args.out)
-    out.mkdir(exist_ok=True)
     (out / "decoding.json").write_text(json.dumps(results, indent=1))
     r, s = results["rows"], results["sequence"]
     rs, q = results["rows_symbol_head"], results["sequence_same_tuples"]
@@ -217,6 +418,7 @@ def main() -> None:
              f"| decode time / encoder pass (rows, symbol head) | {results['decode_over_encoder']:.1f}x | <= 3x |",
              f"| training tokens/s (batch 4 docs): default / plain step | {results['train_default']['tokens_per_s']:.0f} / {results['train_plain']['tokens_per_s']:.0f} ({results['train_plain']['s_per_step'] / results['train_default']['s_per_step']:.1f}x) | |",
              f"| peak RSS | {results['peak_rss_mb']:.0f} MB | |"]
+    lines = lever_lines + [""] + lines
     (out / "decoding.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -80,6 +80,8 @@ class DecodingConfig(BaseModel):
     eos_bias: float = 0.0  # added to the EOS logit (chosen on dev)
     batch_docs: int = 8
     symbol_head: bool = False  # greedy with the output layer over the symbol tokens only (same choices, faster)
+    compact_rows: bool = True  # symbol head: finished rows leave the batch (same codes; off: every row runs to the end)
+    sort_by_length: bool = True  # batch documents of similar input lengths (less padding; outputs as one by one)
     order: str = "row-column"  # the model's target order; other orders lift the sorted-heads rule
     chunk_length: int | None = None  # the model's chunked (Fusion-in-Decoder) encoding, as trained
     max_source_length: int | None = None  # input cap as trained (None: the backbone's positions)

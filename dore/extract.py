@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections import Counter
+import threading
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +29,13 @@ from dore.config import DecodingConfig
 from dore.data.model import DataError, Document, atomic_write_text
 from dore.data.text import document_from_text
 from dore.decoding.constraint import Rules, slot_mask
+from dore.decoding.continuous import ContinuousRows
 from dore.decoding.generate import generate_rows, generate_sequence
 from dore.entities import EntityRecognizer
 from dore.entities.recognizer import CONFIG_FILE as RECOGNIZER_CONFIG
 from dore.model.backbone import Backbone, load_trained
 from dore.model.inputs import encode_document, pad_batch
+from dore.model.quantize import quantize_int8
 from dore.progress import Progress
 from dore.symbolic.layout import IdLayout, LayoutError, SlotAssignment
 from dore.symbolic.parse import parse_codes, parse_rows
@@ -39,6 +43,7 @@ from dore.symbolic.parse import parse_codes, parse_rows
 MODEL_CARD = "dore_model.json"
 ENTITIES_DIR = "entities"  # the entity recognizer, inside a model directory or beside it
 PROGRESS_LINE_EVERY = 10  # batches between two plain progress lines outside a terminal
+SORT_WINDOW_BATCHES = 16  # sort_by_length: documents are ordered by length within windows of this many batches
 MAX_RELATIVE_POSITIONS = 4096  # decoder length cap for backbones without absolute positions (T5)
 Predictions = dict[str, list[tuple[tuple[int, ...], str]]]  # doc id -> [(entity indices, label)], as scorers take
 
@@ -121,15 +126,20 @@ class Extractor:
 
     # --- persistence -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | Path, entities: str | Path | None = None) -> "Extractor":
+    def from_pretrained(cls, directory: str | Path, entities: str | Path | None = None,
+                        quantize: str | None = None) -> "Extractor":
         """The model in `directory`, with the entity recognizer in `entities` (default: the
-        model's own or its run's, if there is one)."""
+        model's own or its run's, if there is one); `quantize` ("all" or "decoder"): int8 dynamic
+        quantization of those linear layers of the DORE model, for CPU inference
+        (`dore.model.quantize`; approximate: F1 in bench/bench_decoding.py)."""
         directory = Path(directory)
         if not (directory / MODEL_CARD).exists():
             raise FileNotFoundError(f"{directory} is not a saved DORE model (no {MODEL_CARD})")
         card = json.loads((directory / MODEL_CARD).read_text())
         layout = IdLayout.from_dict(json.loads((directory / "layout.json").read_text()))
         backbone = load_trained(directory, layout)
+        if quantize:
+            quantize_int8(backbone.model, quantize)
         entities = Path(entities) if entities is not None else recognizer_dir(directory)
         recognizer = EntityRecognizer.from_pretrained(entities) if entities is not None else None
         return cls(backbone, layout, DecodingConfig(**card.get("decoding", {})), card, recognizer)
@@ -205,21 +215,36 @@ class Extractor:
         self.backbone.model.eval()
         out = []
         progress = Progress(len(docs), desc="extract", unit="doc", enabled=len(docs) > cfg.batch_docs)
-        for start in range(0, len(docs), cfg.batch_docs):
-            chunk = docs[start: start + cfg.batch_docs]
-            assignments = [self.check_fits(d) for d in chunk]
-            max_length = cfg.max_source_length or (None if cfg.chunk_length else self.backbone.max_source_length)
-            encoded = [encode_document(d, a, self.backbone.tokenizer, self.backbone.code_to_id, max_length,
-                                       chunk_length=cfg.chunk_length, pad_id=self.backbone.pad_id)
-                       for d, a in zip(chunk, assignments)]
-            self.stats.documents += len(chunk)
-            self.stats.truncated_inputs += sum(e.truncated for e in encoded)
-            self.stats.lost_entities += sum(len(e.lost_entities) for e in encoded)
-            decoded = self._generate(assignments, [e.input_ids for e in encoded], cfg)
-            out.extend(zip(assignments, [e.input_ids for e in encoded], decoded))
-            progress.step({} if (start // cfg.batch_docs + 1) % PROGRESS_LINE_EVERY == 0 else None, n=len(chunk))
+        window = cfg.batch_docs * (SORT_WINDOW_BATCHES if cfg.sort_by_length else 1)
+        batches = 0
+        for window_start in range(0, len(docs), window):
+            assignments, input_ids = self._inputs(docs[window_start: window_start + window], cfg)
+            order = list(range(len(input_ids)))
+            if cfg.sort_by_length:  # batches of similar lengths: less padding for the encoder and cross-attention
+                order.sort(key=lambda i: len(input_ids[i]))
+            decoded: list = [None] * len(order)
+            for start in range(0, len(order), cfg.batch_docs):
+                batch = order[start: start + cfg.batch_docs]
+                for i, rows in zip(batch, self._generate([assignments[i] for i in batch],
+                                                         [input_ids[i] for i in batch], cfg)):
+                    decoded[i] = rows
+                batches += 1
+                progress.step({} if batches % PROGRESS_LINE_EVERY == 0 else None, n=len(batch))
+            out.extend(zip(assignments, input_ids, decoded))
         progress.close()
         return out
+
+    def _inputs(self, docs: Sequence[Document], cfg: DecodingConfig) -> tuple[list[SlotAssignment], list[list[int]]]:
+        """Each document's slot assignment and encoded input ids (cuts counted in `stats`)."""
+        assignments = [self.check_fits(d) for d in docs]
+        max_length = cfg.max_source_length or (None if cfg.chunk_length else self.backbone.max_source_length)
+        encoded = [encode_document(d, a, self.backbone.tokenizer, self.backbone.code_to_id, max_length,
+                                   chunk_length=cfg.chunk_length, pad_id=self.backbone.pad_id)
+                   for d, a in zip(docs, assignments)]
+        self.stats.documents += len(docs)
+        self.stats.truncated_inputs += sum(e.truncated for e in encoded)
+        self.stats.lost_entities += sum(len(e.lost_entities) for e in encoded)
+        return assignments, [e.input_ids for e in encoded]
 
     def predict_tuples(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):
         """Per document: (assignment, [(slot tuple, confidence)]) with NA removed."""
@@ -231,18 +256,19 @@ class Extractor:
         return {d.doc_id: [(r.args, r.label) for r in rels] for d, rels in zip(docs, self.extract(docs, decoding))}
 
     def extract(self, docs: Sequence[Document], decoding: DecodingConfig | None = None) -> list[list[PredictedRelation]]:
-        results = []
-        for doc, (assignment, tuples) in zip(docs, self.predict_tuples(docs, decoding)):
-            entity_of = assignment.entity_of
-            rels = []
-            for slots, conf in tuples:
-                args = tuple(entity_of[s] for s in slots[:-1])
-                r = slots[-1] - self.layout.n_slots
-                rels.append(PredictedRelation(args=args, names=tuple(doc.entities[a].name for a in args),
-                                              label=self.layout.relations[r], label_name=self.layout.relation_names[r],
-                                              confidence=round(conf, 6)))
-            results.append(rels)
-        return results
+        return [self.relations(doc, assignment, tuples)
+                for doc, (assignment, tuples) in zip(docs, self.predict_tuples(docs, decoding))]
+
+    def relations(self, doc: Document, assignment: SlotAssignment, tuples) -> list[PredictedRelation]:
+        """A document's (slot tuple, confidence) pairs as relations between its entities."""
+        rels = []
+        for slots, conf in tuples:
+            args = tuple(assignment.entity_of[s] for s in slots[:-1])
+            r = slots[-1] - self.layout.n_slots
+            rels.append(PredictedRelation(args=args, names=tuple(doc.entities[a].name for a in args),
+                                          label=self.layout.relations[r], label_name=self.layout.relation_names[r],
+                                          confidence=round(conf, 6)))
+        return rels
 
     def _generate(self, assignments, input_ids, cfg: DecodingConfig) -> list[list]:
         """Encode the batch once, decode rows (or sequences) under the symbol constraint; the
@@ -252,17 +278,15 @@ class Extractor:
         ids = pad_batch(input_ids, bb.pad_id)
         attention = (ids != bb.pad_id).long()  # chunked inputs hold padding inside
         slots = [a.slots for a in assignments]
-        code_bias = None
-        if cfg.na_bias or cfg.eos_bias:
-            code_bias = torch.zeros(layout.n_codes)
-            code_bias[layout.na_code], code_bias[layout.eos_code] = cfg.na_bias, cfg.eos_bias
+        code_bias = self.code_bias(cfg)
         # each document's own token budget, so its output does not depend on the batch it is in
         budgets = [cfg.max_new_tokens or self.default_max_new_tokens(cfg.mode, a) for a in assignments]
         common = dict(layout=layout, code_to_id=bb.code_to_id, decoder_prefix=bb.decoder_prefix,
                       doc_slots=slot_mask(layout, slots), num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
                       max_new_tokens=max(budgets) + 1, budgets=budgets,
                       code_bias=code_bias, symbol_head=cfg.symbol_head,
-                      rules=Rules(sorted_heads=cfg.order == "row-column"), chunk_length=cfg.chunk_length)
+                      rules=Rules(sorted_heads=cfg.order == "row-column"), chunk_length=cfg.chunk_length,
+                      compact=cfg.compact_rows)
         if cfg.mode == "rows":
             heads = [layout.row_heads(s) for s in slots]
             decoded = generate_rows(bb.model, ids.to(device), attention.to(device), heads, **common)
@@ -275,6 +299,18 @@ class Extractor:
             # the budget ended it: no room for another tuple (the constraint then forces EOS)
             self.stats.outputs_cut += not d.finished or len(d.codes) + per_tuple > budgets[d.doc]
         return per_doc
+
+    def code_bias(self, cfg: DecodingConfig) -> torch.Tensor | None:
+        """[n_codes]: the NA and EOS logit biases of `cfg`, or None when both are 0."""
+        if not (cfg.na_bias or cfg.eos_bias):
+            return None
+        code_bias = torch.zeros(self.layout.n_codes)
+        code_bias[self.layout.na_code], code_bias[self.layout.eos_code] = cfg.na_bias, cfg.eos_bias
+        return code_bias
+
+    def parse(self, assignment: SlotAssignment, rows: list, cfg: DecodingConfig | None = None):
+        """One document's decoded rows -> (assignment, [(slot tuple, confidence)]), NA removed."""
+        return self._parse(assignment, rows, cfg or self.decoding)
 
     def _parse(self, assignment: SlotAssignment, rows: list, cfg: DecodingConfig):
         """One document's decoded rows -> (assignment, [(slot tuple, confidence)]), NA removed."""
@@ -318,3 +354,141 @@ def tuple_confidences(codes: Sequence[int], probs: Sequence[float], layout: IdLa
         pending, p = [], 1.0
     return out
 
+
+
+@dataclass
+class _Request:
+    docs: Sequence[Document]
+    assignments: list[SlotAssignment]
+    future: Future
+    results: list = field(default_factory=list)
+    left: int = 0
+    inputs: list = field(default_factory=list)  # encoded input ids, once the decoding thread has made them
+
+
+class ContinuousExtraction:
+    """`Extractor.extract` for documents that arrive at any time (a service's requests): one
+    background thread decodes them with continuous row batching (`dore.decoding.continuous`):
+    a submitted document's rows join the decoder at its next step, within `max_rows` rows in
+    flight, and each request is answered when its own documents are done, never held back by a
+    slower document of another request. Rows mode, greedy, symbol head (the served setting); the
+    relations equal `Extractor.extract`'s. `submit` is thread-safe; `close` stops the thread."""
+
+    def __init__(self, extractor: Extractor, decoding: DecodingConfig | None = None, max_rows: int = 1024):
+        cfg = decoding or extractor.decoding
+        if cfg.mode != "rows" or cfg.num_beams != 1:
+            raise ValueError("continuous batching decodes rows greedily (mode 'rows', num_beams 1)")
+        self.extractor, self.cfg, self.max_rows = extractor, cfg.model_copy(update={"symbol_head": True}), max_rows
+        bb, layout = extractor.backbone, extractor.layout
+        bb.model.eval()
+        self.decoder = ContinuousRows(bb.model, layout=layout, code_to_id=bb.code_to_id,
+                                      decoder_prefix=bb.decoder_prefix,
+                                      rules=Rules(sorted_heads=cfg.order == "row-column"),
+                                      code_bias=extractor.code_bias(cfg), chunk_length=cfg.chunk_length,
+                                      compact=cfg.compact_rows)
+        self._pending: deque[tuple[_Request, int]] = deque()  # submitted, not yet seen by the decoding thread
+        self._waiting: list[tuple[_Request, int]] = []  # seen (encoded), not yet started; oldest first
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="dore-continuous-decoding", daemon=True)
+        self._thread.start()
+
+    def submit(self, docs: Sequence[Document]) -> Future:
+        """A future of the documents' relations (as `Extractor.extract` returns them). A document
+        that does not fit the model raises LayoutError here, before anything is queued."""
+        request = _Request(list(docs), [self.extractor.check_fits(d) for d in docs], Future(),
+                           [None] * len(docs), len(docs), [None] * len(docs))
+        if not docs:
+            request.future.set_result([])
+            return request.future
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("this ContinuousExtraction is closed")
+            self._pending.extend((request, i) for i in range(len(docs)))
+            self._wake.notify()
+        return request.future
+
+    def extract(self, docs: Sequence[Document]) -> list[list[PredictedRelation]]:
+        return self.submit(docs).result()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+
+    def _admit(self) -> list[tuple[_Request, int]]:
+        """The documents to start now: the oldest waiting one, then those closest to it in input
+        length (less padding), at most `batch_docs`, within the rows budget (at least the oldest
+        when nothing is decoding)."""
+        with self._wake:
+            self._waiting.extend(self._pending)
+            self._pending.clear()
+        for request, i in self._waiting:
+            if request.inputs[i] is None:
+                request.inputs[i] = self.extractor._inputs([request.docs[i]], self.cfg)[1][0]
+        if not self._waiting:
+            return []
+        layout, room = self.extractor.layout, self.max_rows - self.decoder.active_rows
+        (oldest, j), rest = self._waiting[0], self._waiting[1:]
+        if self.cfg.sort_by_length:
+            length = len(oldest.inputs[j])
+            rest = sorted(rest, key=lambda item: abs(len(item[0].inputs[item[1]]) - length))
+        admitted = []
+        for request, i in [(oldest, j), *rest]:
+            if len(admitted) == self.cfg.batch_docs:
+                break
+            rows = len(layout.row_heads(request.assignments[i].slots))
+            if rows > room and (admitted or not self.decoder.idle):
+                if not admitted:
+                    break  # the oldest waits for room; nothing overtakes it
+                continue
+            admitted.append((request, i))
+            room -= rows
+        chosen = {(id(r), i) for r, i in admitted}
+        self._waiting = [(r, i) for r, i in self._waiting if (id(r), i) not in chosen]
+        return admitted
+
+    def _start(self, admitted: list[tuple[_Request, int]]) -> None:
+        ex, cfg, bb = self.extractor, self.cfg, self.extractor.backbone
+        assignments = [request.assignments[i] for request, i in admitted]
+        ids = pad_batch([request.inputs[i] for request, i in admitted], bb.pad_id)
+        budgets = [cfg.max_new_tokens or ex.default_max_new_tokens("rows", a) for a in assignments]
+        device = next(bb.model.parameters()).device
+        self.decoder.add([(request, i, a) for (request, i), a in zip(admitted, assignments)], ids.to(device),
+                         (ids != bb.pad_id).long().to(device), [ex.layout.row_heads(a.slots) for a in assignments],
+                         slot_mask(ex.layout, [a.slots for a in assignments]).to(device), budgets)
+
+    def _finish(self, key, rows: list) -> None:
+        request, i, assignment = key
+        _, tuples = self.extractor.parse(assignment, rows, self.cfg)
+        request.results[i] = self.extractor.relations(request.docs[i], assignment, tuples)
+        request.left -= 1
+        if request.left == 0 and not request.future.done():
+            request.future.set_result(request.results)
+
+    def _run(self) -> None:
+        with torch.no_grad():  # grad mode is per thread
+            while True:
+                with self._wake:
+                    while not self._pending and not self._waiting and self.decoder.idle and not self._closed:
+                        self._wake.wait()
+                    if self._closed:
+                        break
+                admitted = []
+                try:
+                    admitted = self._admit()
+                    if admitted:
+                        self._start(admitted)
+                    for key, rows in self.decoder.step():
+                        self._finish(key, rows)
+                except Exception as exc:  # noqa: BLE001 - fail what was in flight, keep serving
+                    failed = {id(r): r for r, _ in admitted}
+                    failed.update({id(k[0]): k[0] for c in self.decoder.cohorts for k in c.keys})
+                    self.decoder.cohorts.clear()
+                    for request in failed.values():
+                        if not request.future.done():
+                            request.future.set_exception(exc)
+        for request, _ in [*self._pending, *self._waiting]:
+            if not request.future.done():
+                request.future.set_exception(RuntimeError("extraction stopped"))

@@ -34,6 +34,7 @@ property tests compare against.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -172,6 +173,18 @@ class SymbolConstraint(LogitsProcessor):
             # a head that cannot start a cell of this document leaves its row empty (EOS only)
             self.row_ok = (self.first[self.heads] & self.doc[rows, self.heads]
                            & (completions[0][rows, self.heads] > 0))[:, None]
+
+    def select(self, rows: Tensor) -> "SymbolConstraint":
+        """The constraint of the hypotheses `rows` only (their per-row state), for a batch that
+        drops finished rows."""
+        out = copy.copy(self)
+        out.doc = self.doc[rows]
+        out.completions = [c[rows] for c in self.completions]
+        if self.budgets is not None:
+            out.budgets = self.budgets[rows]
+        if self.mode == "rows":
+            out.heads, out.row_ok = self.heads[rows], self.row_ok[rows]
+        return out
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         allowed = self.allowed_codes(input_ids)
