@@ -35,6 +35,7 @@ from dore import stages  # noqa: E402
 from dore.config import PipelineParams, artifacts_dir  # noqa: E402
 from dore.data.model import atomic_write_text  # noqa: E402
 from dore.errors import USER_ERRORS, describe_error  # noqa: E402
+from dore.joint import evaluate_joint  # noqa: E402
 from dore.presets import resolve, section_values  # noqa: E402
 
 
@@ -93,6 +94,20 @@ def train(params: PipelineParams, processes: int = 1) -> dict:
 def evaluate(params: PipelineParams) -> dict:
     """Score the selected model on test with the dataset's official scorer."""
     return stages.evaluate(params)
+
+
+@task(name="evaluate-joint", **JSON_RESULTS)
+def evaluate_joint_task(params: PipelineParams) -> dict:
+    """Text in, relations out (models with a recognizer): the test split read from its sentences alone."""
+    return evaluate_joint(params)
+
+
+def joint_rows(record: dict) -> list[dict]:
+    mentions, coref = record["entities"]["mentions"], record["entities"]["coref"]
+    rows = [{"metric": f"mention F1 ({k})", "value": round(mentions[k]["f1"], 2)} for k in ("span", "span_type")]
+    rows += [{"metric": f"coref {k} F1", "value": round(coref[k]["f1"], 2)} for k in ("muc", "b3", "ceafe")]
+    rows += [{"metric": f"relations {mode} F1", "value": round(m["f1"], 2)} for mode, m in record["relations"].items()]
+    return rows + [{"metric": "gold entities F1", "value": round(record["gold_entities"]["f1"], 2)}]
 
 
 @task(name="package", **IO_RETRIES, **JSON_RESULTS)
@@ -164,6 +179,10 @@ def lifecycle(params: PipelineParams, preset: str, package_model: bool, move_lat
     logger.info("trained %s steps in %s s; selected on dev: %s", summary["steps"], summary["seconds"],
                 summary["best_dev"])
     record = evaluate(params)
+    if params.entities is not None:  # the model reads plain text: score that too
+        joint = evaluate_joint_task(params)
+        create_table_artifact(key=f"dore-{dataset}-joint-metrics", table=joint_rows(joint),
+                              description=f"dore {dataset} ({preset}): {joint['setting']} [{joint['scorer']}]")
     packaged = package(params, move_latest) if package_model else None
     rows = metric_rows(record)
     create_table_artifact(
