@@ -128,12 +128,13 @@ class EntityRecognizer:
         windows = [torch.tensor(w) for ex in examples for w in ex.windows.ids]
         ids = pad_sequence(windows, batch_first=True, padding_value=self.tokenizer.pad_token_id)
         lengths = torch.tensor([len(w) for w in windows])
-        rows, first = [], 0
+        rows, positions, first = [], [], 0
         for ex in examples:
             rows += [first + w for w in ex.windows.window_of]
+            positions += ex.windows.positions
             first += len(ex.windows.ids)
         return {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long(),
-                "rows": torch.tensor(rows), "positions": torch.tensor([p for ex in examples for p in ex.windows.positions]),
+                "rows": torch.tensor(rows), "positions": torch.tensor(positions),
                 "word_counts": [len(ex.doc.tokens) for ex in examples]}
 
     def training_batch(self, examples: Sequence[EntityExample]) -> dict:

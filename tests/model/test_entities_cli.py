@@ -39,3 +39,25 @@ def test_entities_train_then_evaluate(tmp_path, monkeypatch):
     assert {"span", "span_type"} <= set(record["mentions"]) and "end_to_end" in record["setting"]
     lines = gzip.decompress((out / "eval" / "predictions-test.jsonl.gz").read_bytes()).decode().splitlines()
     assert len(lines) == 4 and all({"title", "entities"} <= set(json.loads(line)) for line in lines)
+
+
+def test_every_entity_and_train_field_is_an_option_and_reaches_the_config(tmp_path, monkeypatch):
+    import typer
+
+    from dore import stages
+    from dore.config import EntityParams, TrainConfig
+
+    command = typer.main.get_command(app).commands["entities"].commands["train"]
+    options = {p.name for p in command.params if p.param_type_name == "option"}
+    assert set(TrainConfig.model_fields) | set(EntityParams.model_fields) - {"dataset", "train"} <= options
+    seen = {}
+    monkeypatch.setattr(stages, "train_entities", lambda params, **kw: seen.update(params=params) or
+                        {"best_dev": None})
+    result = runner.invoke(app, ["entities", "train", "--preset", "embedded", "--artifacts", str(tmp_path),
+                                 "--stride", "100", "--coref-weight", "0.5", "--lr", "0.003"])
+    assert result.exit_code == 0, result.output
+    params = seen["params"]
+    assert (params.stride, params.coref_weight, params.train.lr) == (100, 0.5, 0.003)
+    assert params.limit_train == 120 and params.train.max_minutes == 3.0  # unset: the preset's values
+    refused = runner.invoke(app, ["entities", "train", "--artifacts", str(tmp_path), "--stride", "600"])
+    assert refused.exit_code != 0 and "stride" in str(refused.exception or refused.output)
