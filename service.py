@@ -9,7 +9,7 @@ put models in): `dore-docred:latest` unless `DORE_BENTO_MODEL` names another tag
 Configuration (environment, read at start; bench/bench_service.py compares them):
 - `DORE_BATCHING`: `continuous` (default): continuous row batching, a document's rows join the
   decoder at its next step and each request is answered as soon as its own documents are done
-  (`dore.extract.ContinuousExtraction`); `on`: BentoML's adaptive batching (a batch is decoded
+  (`dore.stream.ContinuousExtraction`); `on`: BentoML's adaptive batching (a batch is decoded
   to its slowest document); `off`: one request at a time.
 - `DORE_QUANTIZE=int8` / `int8-decoder`: int8 dynamic quantization of the linear layers, all or
   the decoder's only (`dore.model.quantize`; approximate, off by default).
@@ -52,7 +52,8 @@ from pydantic import Field  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 
 from dore.data.model import DataError, Document  # noqa: E402
-from dore.extract import ContinuousExtraction, Extractor, TextExtraction  # noqa: E402
+from dore.extract import Extractor, TextExtraction  # noqa: E402
+from dore.stream import ContinuousExtraction  # noqa: E402
 from dore.serving import (  # noqa: E402
     FIND_ENTITIES,
     MAX_DOCUMENTS_PER_REQUEST,

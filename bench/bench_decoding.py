@@ -86,7 +86,8 @@ def levers(args, docs, root) -> dict:
 
     from dore.decoding import generate as generate_module
     from dore.decoding.greedy import GreedyRows
-    from dore.extract import ContinuousExtraction, Extractor
+    from dore.extract import Extractor
+    from dore.stream import ContinuousExtraction
     from dore.model.inputs import encode, pad_batch
 
     ex = Extractor.from_pretrained(args.model)

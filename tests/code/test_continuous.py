@@ -10,7 +10,8 @@ import torch
 from dore.config import DecodingConfig
 from dore.decoding.constraint import slot_mask
 from dore.decoding.generate import generate_rows, row_setup, start_greedy
-from dore.extract import ContinuousExtraction, Extractor
+from dore.extract import Extractor
+from dore.stream import ContinuousExtraction
 from dore.model import entities
 from dore.model.backbone import load_backbone
 from tests.code.test_decoding import CDR, FAMILIES, documents

@@ -1,5 +1,6 @@
-"""A real `bentoml serve` process: readiness, HTTP extraction, and 50 concurrent clients
-batched together while bad requests mixed in are refused on their own."""
+"""A real `bentoml serve` process, with continuous and with adaptive batching: readiness, HTTP
+extraction, and 50 concurrent clients batched together while bad requests mixed in are refused
+on their own."""
 
 from __future__ import annotations
 
@@ -30,11 +31,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(bento_store, tmp_path_factory):
+@pytest.fixture(scope="module", params=["continuous", "on"])
+def server(bento_store, tmp_path_factory, request):
+    """A server with continuous row batching (the default) or adaptive batching (`on`)."""
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "BENTOML_HOME": str(bento_store.home), "BENTOML_DO_NOT_TRACK": "true",
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "DORE_BATCHING": request.param}
     with open(log, "wb") as out:
         # Its own process group, so the finalizer stops the server and its worker, and nothing else.
         proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service:DoreService",
@@ -110,6 +112,8 @@ def test_served_model_answers_50_concurrent_clients_and_refuses_bad_requests_alo
                                                                             abs=1e-5)
             else:
                 assert response.json()["error"]
-        documents, batches = batched_documents(http.get("/metrics").text)
-        assert documents >= 51 and batches < documents, "no request was batched with another"
+        info = http.get("/model").json()
+        if info["adaptive_batching"]:  # continuous batching has no dispatcher; tests/code/test_continuous.py
+            documents, batches = batched_documents(http.get("/metrics").text)
+            assert documents >= 51 and batches < documents, "no request was batched with another"
         assert http.post("/extract", **good).status_code == 200
