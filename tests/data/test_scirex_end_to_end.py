@@ -125,3 +125,15 @@ def test_a_paper_without_a_predicted_mention_gets_an_empty_labelled_result(dev):
 def test_scirex_entity_preset_reads_whole_papers_and_trains_on_chunks():
     params = entity_params("scirex")
     assert params.dataset == "scirex" and params.train_chunk_words and params.stride < params.window
+
+
+def test_dvc_versions_the_recognizer_and_the_end_to_end_chain():
+    import yaml
+    from pathlib import Path
+
+    stages = yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text())["stages"]
+    entities, chain = stages["scirex-entities"], stages["scirex-chain-end-to-end"]
+    assert entities["cmd"] == "dore entities train --preset scirex --artifacts artifacts"
+    assert "artifacts/scirex/entities/model" in entities["outs"]
+    assert "--mentions predicted" in chain["cmd"] and "artifacts/scirex/entities/model" in chain["deps"]
+    assert chain["outs"] == ["artifacts/scirex/chain/predicted-salience-model"]
