@@ -63,14 +63,24 @@ def recognize(recognizer: EntityRecognizer, docs: Sequence[Document], coref: str
               ) -> tuple[dict[str, list[Mention]], dict[str, list[list[Span]]]]:
     """The recognizer's mentions and clusters (backend `coref`, None: its default) of each document,
     read from words and sentences only: every other field is dropped before the recognizer sees it."""
+    coref = coref or recognizer.default_coref
+    return recognize_backends(recognizer, docs, (coref,))[coref]
+
+
+def recognize_backends(recognizer: EntityRecognizer, docs: Sequence[Document], backends: Sequence[str]
+                       ) -> dict[str, tuple[dict[str, list[Mention]], dict[str, list[list[Span]]]]]:
+    """`recognize` for several backends from one encoder pass: backend -> (mentions, clusters)."""
     plain = [Document(doc_id=d.doc_id, tokens=d.tokens, sentences=d.sentences, entities=[], relations=[]).check()
              for d in docs]
-    mentions, clusters = {}, {}
-    for doc in recognizer.recognize(plain, coref):
-        mentions[doc.doc_id] = sorted((m.model_copy(update={"char_start": None, "char_end": None})
-                                       for e in doc.entities for m in e.mentions), key=lambda m: (m.start, m.end))
-        clusters[doc.doc_id] = [[(m.start, m.end) for m in e.mentions] for e in doc.entities]
-    return mentions, clusters
+    out = {}
+    for backend, predicted in recognizer.recognize_backends(plain, backends).items():
+        mentions, clusters = {}, {}
+        for doc in predicted:
+            mentions[doc.doc_id] = sorted((m.model_copy(update={"char_start": None, "char_end": None})
+                                           for e in doc.entities for m in e.mentions), key=lambda m: (m.start, m.end))
+            clusters[doc.doc_id] = [[(m.start, m.end) for m in e.mentions] for e in doc.entities]
+        out[backend] = (mentions, clusters)
+    return out
 
 
 def mention_scores(gold_docs: Sequence[Document], mentions: Mapping[str, Sequence[Mention]]) -> dict:
