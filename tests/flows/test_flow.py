@@ -116,7 +116,8 @@ def test_scirex_chain_publishes_one_artifact_per_setting(prefect_api, tmp_path, 
     recognizer = {"limit_train": 2, "limit_dev": 1, "window": 128, "stride": 96, "train_chunk_words": 120,
                   "train": {"backbone": "tiny-bart", "max_steps": 2, "max_minutes": None, "batch_docs": 2}}
     state = train_dore(dataset="scirex", overrides=overrides, artifacts=str(tmp_path), package_model=False,
-                       chain=True, chain_overrides=recognizer, chain_limit=2, return_state=True)
+                       chain=True, chain_overrides=recognizer, chain_limit=2, salience_train_limit=6,
+                       return_state=True)
     assert state.is_completed(), state.message
     chain = state.result()["chain"]
     assert set(chain) == {"gold_mentions_pred_clusters", "gold_salient_oracle", "end_to_end"}
