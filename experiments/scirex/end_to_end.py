@@ -79,9 +79,9 @@ def main() -> None:
                                      / f"{step}.jsonl", result)
         record["splits"][name] = out
         print(name, json.dumps({k: (v["mentions"]["f1"], v["mentions"]["span"]["f1"], v["coref_quality"]["avg_f1"],
-                                    v["salient_clusters"]["f1"]) for k, v in out.items() if isinstance(v, dict)}),
+                                    v["salient_clusters"]["f1"]) for k, v in out.items() if "/" in k}),
               flush=True)
-    atomic_write_text(Path(args.out), json.dumps(record, indent=1, default=str))
+        atomic_write_text(Path(args.out), json.dumps(record, indent=1, default=str))  # each split as it ends
 
 
 if __name__ == "__main__":
