@@ -419,13 +419,20 @@ def scirex_chain(
     relate: Annotated[bool, typer.Option(help="run DORE's relations with the run's model")] = True,
     limit: LimitOpt = None,
     artifacts: RunOpt = None,
+    mentions: Annotated[str, typer.Option("--mentions", help="gold (the NER) | predicted (the trained recognizer, "
+                                          "<artifacts>/scirex/entities/model: end_to_end)")] = "gold",
+    coref: Annotated[Optional[str], typer.Option("--coref", help="with predicted mentions: string-match | learned "
+                                                 "(default: the recognizer's choice on held-out train)")] = None,
 ):
-    """SciREX chain on all test documents, gold NER as mentions (no tagger yet): string-match clusters ->
-    salience -> DORE; every stage scored -> <artifacts>/scirex/metrics_chain_<salience>.json."""
+    """SciREX chain on all test documents: mentions (gold NER or the recognizer's) -> clusters -> salience
+    -> DORE; every stage scored -> <artifacts>/scirex/metrics_chain_[predicted_]<salience>.json."""
 
     params = (_params("scirex", artifacts, run="latest") if relate
               else PipelineParams(dataset="scirex", artifacts=str(artifacts or "artifacts")))
-    record = chain.chain_stage(params, typing.cast(chain.Salience, salience_from), relate=relate, limit=limit)
+    if mentions not in ("gold", "predicted"):
+        raise typer.BadParameter(f"--mentions {mentions!r}: choose gold or predicted")
+    record = chain.chain_stage(params, typing.cast(chain.Salience, salience_from), relate=relate, limit=limit,
+                               mentions_from=typing.cast(chain.MentionSource, mentions), coref=coref)
     console.print(_table(f"chain [{record['setting']}] stages", {
         "mention f1": record["mentions"]["f1"], "coref avg f1": record["coref_quality"]["avg_f1"],
         "salient clusters f1": record["salient_clusters"]["f1"]}))
@@ -676,10 +683,11 @@ def entities_train(preset: EntityPresetOpt = "full", artifacts: NewRunOpt = None
 def entities_evaluate(artifacts: Annotated[Path, typer.Option("--artifacts", help="the run holding "
                                                                  "<artifacts>/docred/entities/model")],
                       split: Annotated[str, typer.Option(help="test | dev")] = "test",
-                      limit: LimitOpt = None):
+                      limit: LimitOpt = None,
+                      dataset: Annotated[str, typer.Option(help="entity setting: docred | scirex")] = "docred"):
     """Score the recognizer on a split read from its own sentences (no entity information): mention P/R/F1
     (span, span + type) and CoNLL coreference of both backends; writes entities/eval/metrics-<split>.json."""
-    params = EntityParams(artifacts=str(artifacts), **{f"limit_{split}": limit or None})
+    params = EntityParams(dataset=dataset, artifacts=str(artifacts), **{f"limit_{split}": limit or None})
     record = stages.evaluate_entities(params, split)
     rows = {f"mentions {k} {m}": v[m] for k, v in record["mentions"].items() for m in ("p", "r", "f1")}
     rows |= {f"coref {b} {k}": (v[k]["f1"] if isinstance(v[k], dict) else v[k])

@@ -133,6 +133,9 @@ class EntityParams(BaseModel):
     stride: int = Field(256, description="pieces between the starts of consecutive windows")
     mention_size: int = Field(128, description="width of the mention vectors of the antecedent scorer")
     coref_weight: float = Field(1.0, description="weight of the antecedent loss beside the tagging loss")
+    train_chunk_words: int | None = Field(
+        None, description="cut each training document into runs of whole sentences of at most this many words "
+        "(long papers: a step reads a few windows, not the whole paper); dev and test read whole documents")
     select_metric: Literal["mention_f1", "mention_span_f1"] = Field(
         "mention_f1", description="dev metric that selects the model (mention F1 on span + type, or span only)")
     artifacts: str = "artifacts"

@@ -77,6 +77,11 @@ ENTITY_PRESETS: dict[str, dict[str, Any]] = {
                                                "batch_docs": 4, "mixed_precision": "no", "log_every_steps": 5}},
     "full": {"train": {"epochs": 2, "max_steps": 400, "max_minutes": 40.0, "lr": 1e-4, "lr_new": 1e-3,
                        "batch_docs": 4, "mixed_precision": "no", "log_every_steps": 10}},
+    # SciREX papers (~6k words): training reads chunks of ~400 words (one window), prediction the
+    # whole paper in windows of 512 pieces that overlap by 64.
+    "scirex": {"dataset": "scirex", "window": 512, "stride": 448, "train_chunk_words": 400,
+               "train": {"epochs": 1, "max_minutes": 20.0, "lr": 1e-4, "lr_new": 1e-3, "batch_docs": 8,
+                         "mixed_precision": "no", "log_every_steps": 5, "checkpoint_every_steps": 20}},
 }
 
 EMBEDDED_RECOGNIZER = {"docred": "embedded"}  # datasets whose embedded preset trains a recognizer into the model

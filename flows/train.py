@@ -10,6 +10,15 @@ in a Failed state whose message is that reason, one line (what `--watch` shows).
 
     python flows/train.py --dataset docred                  # one local run (ephemeral API)
     prefect deployment run train-dore/docred --watch        # through a worker (prefect.yaml)
+
+SciREX with `chain` (the `scirex` deployment): after the gold-input model, the chain of issue #15
+runs on the test file (dore.chain, the functions behind `dore salience`, `dore entities train
+--preset scirex` and `dore scirex-chain`): the salience classifier, the mention recognizer, then
+one chain per setting (gold_mentions_pred_clusters, gold_salient_oracle, end_to_end), each
+published as a table artifact `dore-scirex-chain-<setting>-metrics` (gold_input: the evaluate
+artifact). `chain_overrides` merge into the recognizer's `EntityParams` (entity preset `scirex`);
+`chain_limit` keeps the first test documents (unset: all 66), `salience_train_limit` the first
+training documents of the salience classifier (unset: all; tests use a few).
 """
 
 from __future__ import annotations
@@ -31,12 +40,13 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.states import Failed, State  # noqa: E402
 
+from dore import chain as scirex_chain  # noqa: E402
 from dore import stages  # noqa: E402
 from dore.config import PipelineParams, artifacts_dir  # noqa: E402
 from dore.data.model import atomic_write_text  # noqa: E402
 from dore.errors import USER_ERRORS, describe_error  # noqa: E402
 from dore.joint import evaluate_joint  # noqa: E402
-from dore.presets import resolve, section_values  # noqa: E402
+from dore.presets import entity_params, resolve, section_values  # noqa: E402
 
 
 def is_io_error(task, task_run, state) -> bool:
@@ -128,6 +138,42 @@ def evaluate_coref(params: PipelineParams, backend: str) -> dict:
     return stages.evaluate_with_coref(params, backend)
 
 
+@task(name="salience", **JSON_RESULTS)
+def salience(params: PipelineParams, train_limit: int | None) -> dict:
+    """SciREX: the salience classifier, trained on train and selected on its held-out documents."""
+    return scirex_chain.salience_stage(params, train_limit=train_limit)
+
+
+@task(name="train-recognizer", **JSON_RESULTS)
+def train_recognizer(params: PipelineParams, overrides: dict | None) -> dict:
+    """SciREX: the mention recognizer (four types, learned coreference) -> <artifacts>/scirex/entities/model."""
+    return stages.train_entities(entity_params("scirex", overrides, artifacts=params.artifacts))
+
+
+@task(name="scirex-chain", **JSON_RESULTS)
+def chain_run(params: PipelineParams, mentions_from: str, salience_from: str, limit: int | None) -> dict:
+    """SciREX: one setting of the chain on the test file, every stage scored."""
+    return scirex_chain.chain_stage(params, salience_from, limit=limit, mentions_from=mentions_from)
+
+
+#: (mentions, salience) of each chain setting the flow publishes
+CHAIN_SETTINGS = (("gold", "model"), ("gold", "oracle"), ("predicted", "model"))
+
+
+def chain_rows(record: dict) -> list[dict]:
+    """One row per stage metric and relation score of a chain record."""
+    rows = [{"stage": "mentions", "metric": f"{k}", "value": round(v, 2)}
+            for k, v in (("p", record["mentions"]["p"]), ("r", record["mentions"]["r"]),
+                         ("f1", record["mentions"]["f1"]), ("span_f1", record["mentions"]["span"]["f1"]))]
+    rows += [{"stage": "coref", "metric": k, "value": round(v, 2)} for k, v in record["coref_quality"].items()]
+    rows += [{"stage": "salient_clusters", "metric": k, "value": round(record["salient_clusters"][k], 2)}
+             for k in ("p", "r", "f1")]
+    for scorer in ("scirex_official", "dore_micro"):
+        rows += [{"stage": "relations", "metric": f"{scorer} {arity} {k}", "value": round(v[k], 2)}
+                 for arity, v in record.get("relations", {}).get(scorer, {}).items() for k in ("p", "r", "f1")]
+    return rows
+
+
 def metric_rows(record: dict) -> list[dict]:
     """The headline numbers of an evaluation record, one table row each."""
     return [{"metric": k, "value": round(v, 4) if isinstance(v, float) else v}
@@ -145,7 +191,9 @@ def failure_reason(exc: Exception) -> str:
 def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "embedded",
                overrides: dict[str, Any] | None = None, artifacts: str | None = None,
                package_model: bool = True, move_latest: bool = False,
-               coref_backends: list[str] | None = None, train_processes: int = 1) -> dict | State:
+               coref_backends: list[str] | None = None, train_processes: int = 1, chain: bool = False,
+               chain_overrides: dict[str, Any] | None = None, chain_limit: int | None = None,
+               salience_train_limit: int | None = None) -> dict | State:
     """The whole lifecycle for one dataset. `preset`: `embedded` (MiniLM, small real subset,
     CPU) or `paper` (Table 7); `overrides` merge into it, e.g.
     `{"limit_train": 4, "train": {"backbone": "tiny-bart", "max_steps": 2}}`. `artifacts`: the
@@ -158,7 +206,12 @@ def train_dore(dataset: str = "docred", preset: Literal["embedded", "paper"] = "
     try:
         # parameters, backbone and data are checked before the first task: a typo fails in a second
         params = stages.start_run(resolve(preset, dataset, overrides), artifacts)
-        return lifecycle(params, preset, package_model, move_latest, coref_backends or [], train_processes)
+        if chain and dataset != "scirex":
+            raise ValueError(f"chain runs on SciREX only, not {dataset!r}")
+        result = lifecycle(params, preset, package_model, move_latest, coref_backends or [], train_processes)
+        if chain:
+            result["chain"] = chain_lifecycle(params, chain_overrides, chain_limit, salience_train_limit)
+        return result
     except Exception as exc:  # every failure ends the run with its reason as the state message
         reason = failure_reason(exc)
         if isinstance(exc, USER_ERRORS):
@@ -204,6 +257,24 @@ def lifecycle(params: PipelineParams, preset: str, package_model: bool, move_lat
             "coref": {b: {"setting": r["setting"], "scirex_official": r["scirex_official"]} for b, r in with_coref.items()},
             "model_dir": str((artifacts_dir(params) / "model").resolve()),
             "bento_tag": packaged["tag"] if packaged else None}
+
+
+def chain_lifecycle(params: PipelineParams, overrides: dict | None, limit: int | None,
+                    salience_train_limit: int | None = None) -> dict:
+    """Salience, recognizer, then each chain setting, published one artifact each."""
+    salience(params, salience_train_limit)
+    recognizer = train_recognizer(params, overrides)
+    out = {}
+    for mentions_from, salience_from in CHAIN_SETTINGS:
+        record = chain_run(params, mentions_from, salience_from, limit)
+        out[record["setting"]] = {k: record[k] for k in ("mentions", "coref_quality", "salient_clusters")} | {
+            "relations": {s: record["relations"][s] for s in ("scirex_official", "dore_micro")}}
+        create_table_artifact(
+            key=f"dore-scirex-chain-{record['setting']}-metrics".replace("_", "-"), table=chain_rows(record),
+            description=f"scirex test ({record['documents']} docs), setting {record['setting']}: mentions "
+                        f"{mentions_from}, clusters {record['clusters_from']}, salience {salience_from}; "
+                        f"recognizer default coref {recognizer.get('default_coref')}; {record['split_note']}")
+    return out
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dore.data.bio import read_eog
 from dore.data.docred import read_docred
 from dore.data.model import DataError, Document
 from dore.data.report import ReaderReport
-from dore.data.scirex import read_scirex
+from dore.data.scirex import read_scirex, read_scirex_mentions
 
 SPLITS = ("train", "dev", "test")
 # The data folder was never imported, or DORE_DATA points elsewhere:
@@ -91,7 +91,8 @@ def _read_eog(path):
     return read_eog(path, dataset="gda" if "gda" in str(path) else "cdr")
 
 
-READERS: dict[str, Callable] = {"docred": read_docred, "eog": _read_eog, "scirex": read_scirex}
+READERS: dict[str, Callable] = {"docred": read_docred, "eog": _read_eog, "scirex": read_scirex,
+                              "scirex_mentions": read_scirex_mentions}
 
 SETTINGS: dict[str, Setting] = {
     "docred": Setting(
@@ -157,6 +158,15 @@ ENTITY_SETTINGS: dict[str, EntitySetting] = {
          "test": (("redocred/test_revised.json", 0, None),)},
         split_note="entities: train = DocRED test.json (1000 docs, entity annotations only) + Re-DocRED dev_revised "
                    "minus its last 50 docs; dev = those 50; test = Re-DocRED test_revised",
+    ),
+    # SciREX: the four NER types, coreference from the salient and (train only) non-salient clusters.
+    "scirex": EntitySetting(
+        "scirex",
+        {"train": (("scirex/train.jsonl.gz", 0, -30),), "dev": (("scirex/train.jsonl.gz", -30, None),),
+         "test": (("scirex/dev.jsonl", 0, None),)},
+        split_note="entities: train = SciREX train minus its last 30 docs; dev = those 30 (selection); "
+                   "test = the official SciREX dev file (66 docs, never used for selection)",
+        reader="scirex_mentions",
     ),
 }
 

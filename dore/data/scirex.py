@@ -21,6 +21,11 @@ word-level `[start, end)` into it. What a `Document` holds:
 Ignored on purpose: `coref_non_salient` (only in the train browser copy; no scorer reads it).
 `read_non_salient_clusters` reads it on its own, for training the salience classifier
 (`dore.coref.salience`); nothing at test time may read it.
+
+`read_scirex_mentions`: the same documents as training data for the mention tagger and the
+learned coreference of `dore.entities` (entity setting `scirex`): every NER span is a mention
+with its NER type; the entities are the salient clusters, then the non-salient ones (where the
+file has them: train only), then every NER span in no cluster as a singleton. Relations dropped.
 """
 
 from __future__ import annotations
@@ -87,6 +92,44 @@ def read_non_salient_clusters(path: str | os.PathLike) -> dict[str, list[list[Sp
                   for j, x in enumerate(cluster)] for name, cluster in clusters.items()]
         out[doc_id] = [c for c in spans if c]
     return out
+
+
+def read_scirex_mentions(path: str | os.PathLike) -> tuple[list[Document], ReaderReport]:
+    """SciREX documents as mention + coreference training data (see the module docstring).
+
+    A cluster span without an NER type is left out (counted: `cluster_spans_not_in_ner_dropped`);
+    a span already in an earlier cluster stays with the first (`cluster_spans_in_two_clusters`).
+    """
+    docs, report = read_scirex(path)
+    non_salient = {raw.get("doc_id"): raw.get("coref_non_salient") or {} for _, raw in iter_json_objects(Path(path))}
+    out = []
+    for doc in docs:
+        types: dict[Span, str] = {}
+        for m in doc.extra_mentions:
+            types.setdefault((m.start, m.end), m.type)
+        by_span = {(m.start, m.end): m for m in doc.extra_mentions}
+        clusters = [[(m.start, m.end) for m in e.mentions] for e in doc.entities]
+        clusters += [[tuple(x) for x in c] for c in non_salient.get(doc.doc_id, {}).values()]
+        taken: set[Span] = set()
+        entities = []
+        for cluster in clusters:
+            kept = []
+            for span in dict.fromkeys(cluster):
+                if span not in types:
+                    report.counts["cluster_spans_not_in_ner_dropped"] += 1
+                elif span in taken:
+                    report.counts["cluster_spans_in_two_clusters"] += 1
+                else:
+                    kept.append(span)
+                    taken.add(span)
+            if kept:
+                entities.append(kept)
+        entities += [[span] for span in types if span not in taken]
+        report.counts["mention_entities"] += len(entities)
+        out.append(doc.model_copy(update={"relations": [], "entities": [
+            Entity(mentions=[by_span[s].model_copy(update={"type": types[s]}) for s in spans],
+                   type=majority_type([types[s] for s in spans])) for spans in entities]}).check(file=str(path)))
+    return out, report
 
 
 def merge_method_subrelations(coref: dict[str, list[Span]], subrelations: Mapping[str, list]) -> list[tuple[str, str]]:

@@ -27,6 +27,9 @@ def hidden_size(encoder: nn.Module) -> int:
     return getattr(config, "hidden_size", None) or config.d_model
 
 
+PAIRS_PER_BLOCK = 1 << 16  # mention pairs scored at once (memory: pairs x pair-MLP input)
+
+
 class EntityModel(nn.Module):
     def __init__(self, encoder: nn.Module, n_types: int, *, mention_size: int = 128, type_size: int = 32,
                  dropout: float = 0.1):
@@ -59,9 +62,14 @@ class EntityModel(nn.Module):
     def antecedent_scores(self, mentions: Tensor, features: Tensor) -> Tensor:
         """[n, n]: score of j as the antecedent of i; -inf where j >= i."""
         n = mentions.shape[0]
-        left = mentions.unsqueeze(1).expand(n, n, -1)
-        right = mentions.unsqueeze(0).expand(n, n, -1)
-        scores = self.pair(torch.cat([left, right, left * right, features], -1)).squeeze(-1)
+        rows = max(1, PAIRS_PER_BLOCK // max(n, 1))  # a whole paper has ~1k mentions: score row blocks
+        blocks = []
+        for first in range(0, n, rows):
+            left = mentions[first: first + rows].unsqueeze(1).expand(-1, n, -1)
+            right = mentions.unsqueeze(0).expand(left.shape[0], n, -1)
+            blocks.append(self.pair(torch.cat([left, right, left * right, features[first: first + rows]],
+                                              -1)).squeeze(-1))
+        scores = torch.cat(blocks) if blocks else mentions.new_zeros(0, 0)
         earlier = torch.ones(n, n, dtype=torch.bool, device=mentions.device).tril(-1)
         return scores.masked_fill(~earlier, float("-inf"))
 

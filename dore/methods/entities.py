@@ -104,7 +104,38 @@ def entities_dir(params: EntityParams) -> Path:
 def read_splits(params: EntityParams, splits: Sequence[str]) -> dict[str, list[Document]]:
     docs = get_entity_setting(params.dataset).read_splits(splits)
     limits = {"train": params.limit_train, "dev": params.limit_dev, "test": params.limit_test}
-    return {s: d[: limits[s]] if limits[s] else d for s, d in docs.items()}
+    out = {s: d[: limits[s]] if limits[s] else d for s, d in docs.items()}
+    if params.train_chunk_words and "train" in out:
+        out["train"] = [c for d in out["train"] for c in chunk_document(d, params.train_chunk_words)]
+    return out
+
+
+def chunk_document(doc: Document, max_words: int) -> list[Document]:
+    """`doc` cut into runs of whole sentences of at most `max_words` words (a longer sentence is a
+    run of its own), each a document `<doc_id>#<k>` with the mentions inside it, shifted; an
+    entity keeps its mentions in the run (none there: left out of that run). Relations dropped."""
+    runs: list[list[int]] = []
+    for k, (s, e) in enumerate(doc.sentences):
+        if runs and e - doc.sentences[runs[-1][0]][0] <= max_words:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    if len(runs) == 1:
+        return [doc.model_copy(update={"relations": []})]
+    out = []
+    for r, run in enumerate(runs):
+        first, last = doc.sentences[run[0]][0], doc.sentences[run[-1]][1]
+        entities = []
+        for entity in doc.entities:
+            inside = [m.model_copy(update={"start": m.start - first, "end": m.end - first,
+                                           "sent_id": None if m.sent_id is None else m.sent_id - run[0]})
+                      for m in entity.mentions if first <= m.start and m.end <= last]
+            if inside:
+                entities.append(entity.model_copy(update={"mentions": inside}))
+        out.append(Document(doc_id=f"{doc.doc_id}#{r}", tokens=doc.tokens[first:last],
+                            sentences=[(s - first, e - first) for s, e in (doc.sentences[k] for k in run)],
+                            entities=entities).check())
+    return out
 
 
 def train_entities(params: EntityParams, *, resume: bool = True, fresh: bool = False) -> dict:

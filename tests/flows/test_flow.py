@@ -103,3 +103,29 @@ def test_scirex_flow_also_scores_each_coreference_setting(prefect_api, tmp_path,
         assert (tmp_path / "scirex" / f"metrics_{backend}.json").exists()
         artifact = Artifact.get(f"dore-scirex-{backend}-metrics")
         assert artifact is not None and coref[backend]["setting"] in artifact.description
+
+
+def test_scirex_chain_publishes_one_artifact_per_setting(prefect_api, tmp_path, tiny_overrides):
+    """`prefect deployment run train-dore/scirex` (chain: true), tiny: a tiny-bart DORE model and
+    recognizer, the chain on 2 test documents; every setting is scored and published."""
+    from prefect.artifacts import Artifact
+
+    from flows.train import train_dore
+
+    overrides = {**tiny_overrides, "limit_dev": 1, "train": {**tiny_overrides["train"], "chunk_length": 256}}
+    recognizer = {"limit_train": 2, "limit_dev": 1, "window": 128, "stride": 96, "train_chunk_words": 120,
+                  "train": {"backbone": "tiny-bart", "max_steps": 2, "max_minutes": None, "batch_docs": 2}}
+    state = train_dore(dataset="scirex", overrides=overrides, artifacts=str(tmp_path), package_model=False,
+                       chain=True, chain_overrides=recognizer, chain_limit=2, salience_train_limit=6,
+                       return_state=True)
+    assert state.is_completed(), state.message
+    chain = state.result()["chain"]
+    assert set(chain) == {"gold_mentions_pred_clusters", "gold_salient_oracle", "end_to_end"}
+    assert chain["gold_salient_oracle"]["salient_clusters"]["p"] == 100.0
+    assert chain["gold_mentions_pred_clusters"]["mentions"]["f1"] == 100.0  # the gold NER, read as given
+    for setting in chain:
+        artifact = Artifact.get(f"dore-scirex-chain-{setting.replace('_', '-')}-metrics")
+        assert artifact is not None and setting in artifact.description
+        assert set(chain[setting]["relations"]) == {"scirex_official", "dore_micro"}
+    assert (tmp_path / "scirex" / "entities" / "model" / "entities.json").exists()
+    assert (tmp_path / "scirex" / "chain" / "predicted-salience-model" / "salient.jsonl").exists()
