@@ -43,12 +43,8 @@ def clusters_to_documents(docs: Sequence[Document], result: CorefResult, *,
     SciREX document, against a handful of salient ones, and the big clusters are the salient ones
     far more often than the early ones. None keeps every cluster.
     """
-    predicted = result.by_id()
     out = []
-    for doc in docs:
-        if doc.doc_id not in predicted:
-            raise DataError(f"missing from the {result.backend!r} coreference result", doc=doc.doc_id, field="docs")
-        cdoc = predicted[doc.doc_id]
+    for doc, cdoc in zip(docs, result.for_documents(docs)):
         kept = _largest_per_type(cdoc, max_per_type) if max_per_type is not None else range(len(cdoc.clusters))
         types = span_types(doc)
         entities = [Entity(id=_entity_id(cdoc, i), type=cdoc.types[i],

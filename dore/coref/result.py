@@ -60,6 +60,15 @@ class CorefResult(_Strict):
     def by_id(self) -> dict[str, CorefDoc]:
         return {d.doc_id: d for d in self.docs}
 
+    def for_documents(self, docs: Iterable[Document]) -> list[CorefDoc]:
+        """The clusters of each of `docs`, in their order; DataError naming the first one missing."""
+        by_id = self.by_id()
+        docs = list(docs)
+        missing = next((d.doc_id for d in docs if d.doc_id not in by_id), None)
+        if missing is not None:
+            raise DataError(f"missing from the {self.backend!r} coreference result", doc=missing, field="docs")
+        return [by_id[d.doc_id] for d in docs]
+
 
 def canonical_clusters(clusters: Iterable[Iterable[Sequence[int]]]) -> list[list[Span]]:
     """De-duplicate and sort each cluster, drop empty ones, sort clusters by first mention."""

@@ -163,12 +163,8 @@ def map_to_gold(doc: Document, clusters: Sequence[Sequence[Span]]) -> dict[int, 
 def salient_oracle(gold_docs: Sequence[Document], result: CorefResult) -> CorefResult:
     """The clusters of `result` that map to a gold salient cluster (the SciREX paper's oracle),
     labelled `gold_salient_oracle`. Reads the gold: never end-to-end."""
-    by_id = result.by_id()
     out = []
-    for doc in gold_docs:
-        if doc.doc_id not in by_id:
-            raise DataError(f"missing from the {result.backend!r} coreference result", doc=doc.doc_id, field="docs")
-        cdoc = by_id[doc.doc_id]
+    for doc, cdoc in zip(gold_docs, result.for_documents(gold_docs)):
         mapped = map_to_gold(doc, cdoc.clusters)
         out.append(_filtered(cdoc, [i in mapped for i in range(len(cdoc.clusters))]))
     return result.model_copy(update={"setting": "gold_salient_oracle", "docs": out, "provenance": {

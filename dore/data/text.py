@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import syntok.segmenter
 
-from dore.data.model import DataError, Document
+from dore.data.model import DataError, Document, iter_json_objects
 
 TOKEN_OFFSETS = "token_offsets"  # Document.meta key: [[char_start, char_end], ...] per word
 INITIALISM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")  # "U.S" before its "." (DocRED writes "U.S." as one word)
@@ -89,7 +88,7 @@ def read_texts(path: str | Path) -> list[Document]:
     if not is_json_lines(raw):
         return [with_place(path, None, lambda: document_from_text(raw, path.stem))]
     docs, seen = [], set()
-    for lineno, obj in iter_text_lines(raw, path):
+    for lineno, obj in iter_json_objects(path):
         doc_id = str(obj.get("id", f"{path.stem}-{lineno}"))
         if doc_id in seen:
             raise DataError("duplicate id", file=path, line=lineno, doc=doc_id, field="id")
@@ -106,19 +105,6 @@ def is_json_lines(raw: str) -> bool:
         return isinstance(json.loads(first), dict)
     except json.JSONDecodeError:
         return False
-
-
-def iter_text_lines(raw: str, path: Path) -> Iterator[tuple[int, dict]]:
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg}", file=path, line=lineno) from exc
-        if not isinstance(obj, dict):
-            raise DataError("expected a JSON object {\"id\", \"text\"}", file=path, line=lineno)
-        yield lineno, obj
 
 
 def with_place(path: Path, lineno: int | None, make):
