@@ -52,6 +52,9 @@ class TrainConfig(BaseModel):
     init_from: str | None = Field(None, description="start from a trained DORE model directory (distant pre-training -> fine-tuning)")
     entity_embeddings: bool = Field(False, description="document-aware entity symbols: each slot's input and output "
                                     "embedding gets its projected mean encoder state at its markers (dore.model.entities)")
+    pair_logits: bool = Field(False, description="pair-aware relation logits: where the decoder writes a pair's "
+                              "relation, add a bilinear score of the head and tail entities' pooled encoder states "
+                              "(dore.model.entities.PairScorer; rows mode, binary relations, with entity_embeddings)")
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
     eval_every_epochs: int = 1
     checkpoint_every_steps: int = 50
@@ -68,6 +71,9 @@ class TrainConfig(BaseModel):
     def _consistent(self) -> "TrainConfig":
         if self.entity_embeddings and not self.symbol_loss:
             raise ValueError("entity_embeddings needs symbol_loss: the entity table enters through the symbol head")
+        if self.pair_logits and not (self.entity_embeddings and self.mode == "rows"):
+            raise ValueError("pair_logits needs entity_embeddings and mode 'rows': the pair term reads the entities' "
+                             "pooled states, and a row's head is its prefix")
         return self
 
 

@@ -31,6 +31,7 @@ from dore.decoding.generate import generate_rows, generate_sequence
 from dore.entities import EntityRecognizer
 from dore.entities.recognizer import CONFIG_FILE as RECOGNIZER_CONFIG
 from dore.model.backbone import Backbone, load_trained
+from dore.model.entities import set_relation_logits
 from dore.model.inputs import encode_document, pad_batch
 from dore.model.quantize import quantize_int8
 from dore.progress import Progress
@@ -124,17 +125,19 @@ class Extractor:
     # --- persistence -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, directory: str | Path, entities: str | Path | None = None,
-                        quantize: str | None = None) -> "Extractor":
+                        quantize: str | None = None, relation_logits: str = "both") -> "Extractor":
         """The model in `directory`, with the entity recognizer in `entities` (default: the
         model's own or its run's, if there is one); `quantize` ("all" or "decoder"): int8 dynamic
         quantization of those linear layers of the DORE model, for CPU inference
-        (`dore.model.quantize`; approximate: F1 in bench/bench_decoding.py)."""
+        (`dore.model.quantize`; approximate: F1 in bench/bench_decoding.py); `relation_logits`:
+        the pair-term ablations of a `pair_logits` model (`dore.model.entities`)."""
         directory = Path(directory)
         if not (directory / MODEL_CARD).exists():
             raise FileNotFoundError(f"{directory} is not a saved DORE model (no {MODEL_CARD})")
         card = json.loads((directory / MODEL_CARD).read_text())
         layout = IdLayout.from_dict(json.loads((directory / "layout.json").read_text()))
         backbone = load_trained(directory, layout)
+        set_relation_logits(backbone.model, relation_logits)
         if quantize:
             quantize_int8(backbone.model, quantize)
         entities = Path(entities) if entities is not None else recognizer_dir(directory)

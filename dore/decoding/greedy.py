@@ -41,7 +41,11 @@ class GreedyRows:
         self.code_to_id = constraint.code_to_id
         rows = len(decoder_input_ids)
         device = decoder_input_ids.device
-        self.table = head.entity_table(source_ids, encoder_hidden, row_doc)
+        self.table, self.pair_features = head.entity_inputs(source_ids, encoder_hidden, row_doc)
+        if self.pair_features is not None:
+            if constraint.mode != "rows":
+                raise ValueError("pair-aware relation logits decode rows (a row's head is its prefix)")
+            self.head_slot = head.pair_slots(decoder_input_ids)[0]
         if head.cross_projection is not None:
             encoder_hidden = head.cross_projection(encoder_hidden)
         self.cache, self.doc_mask, self.row_doc, self.groups, self.per_document = None, None, row_doc, None, False
@@ -87,7 +91,11 @@ class GreedyRows:
             ROW_GROUPS.reset(token)
         if self.self_cache:
             self.cache = out.past_key_values
-        logits = head.logits(out.last_hidden_state[:, -1], self.table)
+        pair = at_tail = None
+        if self.pair_features is not None:  # the last token read is a tail: the pair term scores its relation
+            tail = head.slot_of_id[self.step_ids[:, -1]] if self.steps else torch.full_like(self.head_slot, -1)
+            pair, at_tail = head.pair_logits(self.pair_features, self.head_slot, tail[:, None])[:, 0], tail >= 0
+        logits = head.logits(out.last_hidden_state[:, -1], self.table, pair, at_tail)
         if self.code_bias is not None:
             logits = logits + self.code_bias
         logp = logits.masked_fill(~self.constraint.allowed_codes(self.ids), NEG_INF)
@@ -126,6 +134,9 @@ class GreedyRows:
                                else self.encoder_hidden[index])
         if self.table is not None:
             self.table = self.table[index]
+        if self.pair_features is not None:
+            self.pair_features = tuple(f[index] for f in self.pair_features)
+            self.head_slot = self.head_slot[index]
         self.constraint = self.constraint.select(index)
         if self.row_doc is not None:
             self.row_doc = self.row_doc[index]

@@ -64,25 +64,61 @@ class SymbolHead:
         self.slot_of_id = None if self.entities is None else entities.slot_lookup(
             code_to_id, self.entities.n_slots, model.get_decoder().get_input_embeddings().num_embeddings)
 
-    def logits(self, hidden: Tensor, table: Tensor | None = None) -> Tensor:
+    def logits(self, hidden: Tensor, table: Tensor | None = None, pair: Tensor | None = None,
+               at_tail: Tensor | None = None) -> Tensor:
         """Symbol logits of decoder states [rows, (T,) H]; `table` [rows, n_slots, H]: the rows'
-        entity table, dotted with the states and added to the slots' logits (a pointer)."""
+        entity table, dotted with the states and added to the slots' logits (a pointer); `pair`
+        [rows, (T,) n_labels]: the pair term of the relation symbols (`pair_logits`), at the
+        positions `at_tail` (bool [rows, (T,)]) that read a tail."""
         hidden = self.transform(hidden * self.scale)
         logits = hidden @ self.weight.T
         if table is not None:
             pointer = torch.einsum("r...h,rnh->r...n", hidden, table.to(hidden.dtype))
             logits = torch.cat([logits[..., :pointer.shape[-1]] + pointer, logits[..., pointer.shape[-1]:]], -1)
+        if pair is not None:
+            start, end = self.entities.n_slots, self.entities.n_slots + pair.shape[-1]
+            relation, pair = logits[..., start:end], pair.to(logits.dtype)
+            mode = self.entities.relation_logits
+            if mode == "both":
+                relation = relation + pair
+            elif mode == "pair":  # a classifier in disguise: the decoder state no longer scores the relation
+                relation = torch.where(at_tail[..., None], pair, relation)
+            elif mode != "decoder":
+                raise ValueError(f"relation_logits must be one of {entities.RELATION_LOGITS}, not {mode!r}")
+            logits = torch.cat([logits[..., :start], relation, logits[..., end:]], -1)
         return (logits if self.bias is None else logits + self.bias).float()
 
-    def entity_table(self, source_ids: Tensor | None, encoder_hidden: Tensor, row_doc: Tensor | None) -> Tensor | None:
-        """The rows' entity table [rows, n_slots, H], or None without the module. `encoder_hidden`
+    def entity_inputs(self, source_ids: Tensor | None, encoder_hidden: Tensor, row_doc: Tensor | None
+                      ) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
+        """The rows' entity table [rows, n_slots, H] and, with the pair term, each slot's head and
+        tail features [rows, n_slots, rank]; None without the module / the term. `encoder_hidden`
         as the encoder wrote it (before any projection), per document."""
         if self.entities is None:
-            return None
+            return None, None
         if source_ids is None:
             raise ValueError("a model with entity embeddings needs the source ids to decode")
-        table = self.entities.table(source_ids, encoder_hidden, self.code_to_id[:self.entities.n_slots])
-        return table if row_doc is None else table.index_select(0, row_doc)
+        pooled = self.entities.pooled(source_ids, encoder_hidden, self.code_to_id[:self.entities.n_slots])
+        if row_doc is not None:
+            pooled = pooled.index_select(0, row_doc)
+        table = self.entities.project(pooled)
+        return table, None if self.entities.pair is None else self.entities.pair.features(pooled)
+
+    def pair_slots(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """For decoder inputs `ids` [rows, T] of rows: each row's head slot [rows] (its first entity
+        symbol, the prefix's) and the tail slot read at each position [rows, T] (-1: none)."""
+        slot = self.slot_of_id[ids]
+        is_entity = slot >= 0
+        head_pos = is_entity.int().argmax(1)
+        after_head = torch.arange(ids.shape[1], device=ids.device) > head_pos[:, None]
+        return slot.gather(1, head_pos[:, None]).squeeze(1), slot.masked_fill(~(is_entity & after_head), -1)
+
+    def pair_logits(self, features: tuple[Tensor, Tensor], head_slot: Tensor, tail_slot: Tensor) -> Tensor:
+        """The pair term [rows, T, n_labels] of each row's (head, tail at each position); 0 where no tail."""
+        head_features, tail_features = features
+        rows = torch.arange(len(head_slot), device=head_slot.device)
+        head = head_features[rows, head_slot][:, None]
+        tail = tail_features[rows[:, None], tail_slot.clamp(min=0)]
+        return self.entities.pair.score(head, tail) * (tail_slot >= 0)[..., None].to(tail.dtype)
 
     def forward(self, encoder_hidden: Tensor, encoder_attention_mask: Tensor, decoder_input_ids: Tensor,
                 decoder_attention_mask: Tensor, row_doc: Tensor | None = None,
@@ -95,7 +131,7 @@ class SymbolHead:
         the rows' cross-attention as in decoding gained nothing here: T queries per row already
         amortise reading the keys/values.)
         """
-        table = self.entity_table(source_ids, encoder_hidden, row_doc)
+        table, features = self.entity_inputs(source_ids, encoder_hidden, row_doc)
         if self.cross_projection is not None:
             encoder_hidden = self.cross_projection(encoder_hidden)
         cache = None
@@ -107,7 +143,11 @@ class SymbolHead:
             out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
                                encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask,
                                past_key_values=cache, use_cache=cache is not None)
-        return self.logits(out.last_hidden_state, table)
+        pair = at_tail = None
+        if features is not None:
+            head_slot, tail_slot = self.pair_slots(decoder_input_ids)
+            pair, at_tail = self.pair_logits(features, head_slot, tail_slot), tail_slot >= 0
+        return self.logits(out.last_hidden_state, table, pair, at_tail)
 
 
 def _cross_attentions(decoder: nn.Module) -> list[tuple[nn.Module, nn.Linear, nn.Linear, int]]:

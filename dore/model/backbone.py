@@ -109,7 +109,8 @@ def load_trained(directory: str | os.PathLike, layout: IdLayout) -> Backbone:
                         f"(first: {missing[0]!r}); was this model trained with another layout?",
                         file=directory, field="tokenizer")
     if entity_state:
-        entities.attach(model, layout.n_slots).load_state_dict(entity_state)
+        pair_labels, pair_rank = entities.saved_pair_shape(entity_state)
+        entities.attach(model, layout.n_slots, pair_labels, pair_rank).load_state_dict(entity_state)
     return _backbone(model, tokenizer, _family(model), layout)
 
 
@@ -279,9 +280,17 @@ def check_backbone(cfg: TrainConfig) -> None:
 
 def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
     """The backbone training starts from: a trained model (`init_from`) or `cfg.backbone`, with
-    the entity table attached when `cfg.entity_embeddings` asks for it."""
+    the entity table attached when `cfg.entity_embeddings` asks for it (with the pair term when
+    `cfg.pair_logits` does)."""
+    if cfg.pair_logits and layout.arity != 2:
+        raise ValueError(f"pair_logits scores (head, tail) pairs; layout {layout.name!r} has {layout.arity}-ary cells")
     backbone = (load_trained(cfg.init_from, layout) if cfg.init_from
                 else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed))
     if cfg.entity_embeddings:
-        entities.attach(backbone.model, layout.n_slots)
+        module = entities.attach(backbone.model, layout.n_slots)
+        if cfg.pair_logits and module.pair is None:
+            with torch.random.fork_rng(devices=[]):  # the run's RNG stream stays that of the run without it
+                torch.manual_seed(cfg.seed)
+                module.pair = entities.PairScorer(module.project.in_features, layout.n_relations + 1).to(
+                    backbone.model.device)
     return backbone

@@ -106,4 +106,4 @@ def test_generate_and_a_missing_source_are_refused():
                           doc_slots=slot_mask(LAYOUT, DOC_SLOTS), max_new_tokens=8, symbol_head=False)
     head = SymbolHead(family.model, torch.tensor(ids))
     with pytest.raises(ValueError, match="source ids"):
-        head.entity_table(None, torch.zeros(2, 24, 32), None)
+        head.entity_inputs(None, torch.zeros(2, 24, 32), None)

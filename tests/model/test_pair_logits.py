@@ -1,0 +1,145 @@
+"""Pair-aware relation logits (`TrainConfig.pair_logits`): the pair term is trained, saved and
+restored; decoding adds it exactly where training does; the inference switch removes either part."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from dore.config import DecodingConfig, TrainConfig
+from dore.decoding.constraint import slot_mask
+from dore.decoding.generate import row_setup, start_greedy
+from dore.decoding.head import SymbolHead
+from dore.extract import Extractor
+from dore.methods.dore import DoreMethod
+from dore.model import entities
+from dore.model.backbone import initial_backbone
+from dore.model.inputs import encode, pad_batch
+from dore.training.loop import train
+from tests.conftest import fixture_docs, fixture_layout
+
+
+@pytest.fixture(scope="module")
+def small():
+    docs = sorted(fixture_docs("train", "dev"), key=lambda d: len(d.tokens))
+    return docs, fixture_layout(n_slots=40)
+
+
+def config(**changes) -> TrainConfig:
+    return TrainConfig(backbone="tiny-bart", sampling="random:0.1", max_steps=2, epochs=2, lr=1e-4, lr_new=1e-2,
+                       batch_docs=2, log_every_steps=1, checkpoint_every_steps=10**6, mixed_precision="no",
+                       entity_embeddings=True, **changes)
+
+
+def extractor(backbone, layout) -> Extractor:
+    return Extractor(backbone, layout, DecodingConfig(mode="rows", symbol_head=True))
+
+
+def test_the_switch_needs_entity_symbols_rows_and_pairs(small):
+    with pytest.raises(ValueError, match="pair_logits needs entity_embeddings"):
+        TrainConfig(pair_logits=True)
+    with pytest.raises(ValueError, match="pair_logits needs entity_embeddings"):
+        TrainConfig(pair_logits=True, entity_embeddings=True, mode="sequence")
+    with pytest.raises(ValueError, match="4-ary"):
+        initial_backbone(config(pair_logits=True), dataclasses.replace(small[1], arity=4))
+
+
+def test_the_pair_term_starts_at_zero(small):
+    """With the label layer at zero, a fresh model extracts what it extracts without the term."""
+    docs, layout = small
+    with_pair = initial_backbone(config(pair_logits=True), layout)
+    without = initial_backbone(config(), layout)
+    assert entities.of(with_pair.model).pair is not None and entities.of(without.model).pair is None
+    assert extractor(with_pair, layout).extract(docs[:2]) == extractor(without, layout).extract(docs[:2])
+
+
+def test_the_pair_term_trains_saves_and_reloads(small, tmp_path):
+    docs, layout = small
+    cfg = config(pair_logits=True)
+    backbone = initial_backbone(cfg, layout)
+    train(cfg, DoreMethod(cfg, backbone, layout), docs[:4], tmp_path / "train")
+    pair = entities.of(backbone.model).pair
+    assert float(pair.label.weight.detach().abs().sum()) > 0  # zero at the start: the loss reached it
+    trained = extractor(backbone, layout)
+    trained.save_pretrained(tmp_path / "model")
+    reloaded = Extractor.from_pretrained(tmp_path / "model")
+    restored = entities.of(reloaded.backbone.model).pair
+    assert restored is not None and torch.equal(restored.label.weight, pair.label.weight)
+    assert reloaded.extract(docs[:2]) == trained.extract(docs[:2])
+
+
+def test_pair_slots_read_the_row_head_and_each_tail(small):
+    layout = small[1]
+    backbone = initial_backbone(config(pair_logits=True), layout)
+    code_to_id = torch.as_tensor(backbone.code_to_id)
+    head = SymbolHead(backbone.model, code_to_id)
+    e = lambda k: int(code_to_id[k])  # noqa: E731
+    r = lambda k: int(code_to_id[layout.n_slots + k])  # noqa: E731
+    start = 2
+    ids = torch.tensor([[start, e(3), e(1), r(0), e(5), r(2), r(4)],
+                        [start, e(0), e(2), r(1), e(2), e(7), r(0)]])
+    head_slot, tail_slot = head.pair_slots(ids)
+    assert head_slot.tolist() == [3, 0]
+    assert tail_slot.tolist() == [[-1, -1, 1, -1, 5, -1, -1], [-1, -1, 2, -1, 2, 7, -1]]
+
+
+def randomized_pair(backbone) -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        torch.nn.init.normal_(entities.of(backbone.model).pair.label.weight, std=3.0)
+        torch.nn.init.normal_(entities.of(backbone.model).project.weight, std=0.3)
+
+
+def test_decoding_adds_the_pair_term_where_training_does(small):
+    """Step by step, greedy decoding hands the logits the pair term that the teacher-forced
+    forward computes for the same tokens."""
+    docs, layout = small
+    backbone = initial_backbone(config(pair_logits=True), layout)
+    randomized_pair(backbone)
+    model, code_to_id = backbone.model.eval(), torch.as_tensor(backbone.code_to_id)
+    assignments, input_ids = extractor(backbone, layout)._inputs(docs[:1], DecodingConfig(mode="rows"))
+    ids = pad_batch(input_ids, backbone.pad_id)
+    mask = (ids != backbone.pad_id).long()
+    doc_of_row, prefixes, constraint = row_setup(
+        [layout.row_heads(assignments[0].slots)], layout=layout, code_to_id=code_to_id,
+        decoder_prefix=backbone.decoder_prefix, doc_slots=slot_mask(layout, [assignments[0].slots]))
+    state = start_greedy(model, ids, mask, doc_of_row, prefixes, constraint, 12, None, compact=False)
+    seen, logits = [], state.head.logits
+
+    def recording(hidden, table, pair=None, at_tail=None):
+        seen.append(pair.clone())
+        return logits(hidden, table, pair, at_tail)
+
+    state.head.logits = recording
+    with torch.no_grad():
+        state.run()
+        generated = torch.cat([prefixes, code_to_id[state.result()[0]]], 1)
+        head = SymbolHead(model, code_to_id)
+        features = head.entity_inputs(ids, encode(model, ids, mask), doc_of_row)[1]
+        forced = head.pair_logits(features, *head.pair_slots(generated))
+    assert any(float(pair.abs().sum()) > 0 for pair in seen)  # the randomized term is non-zero at some tail
+    first = prefixes.shape[1] - 1  # the position that reads the head and predicts the first tail
+    for step, pair in enumerate(seen):
+        torch.testing.assert_close(pair, forced[:, first + step], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["pair", "decoder"])
+def test_relation_logits_switch_removes_one_part(small, tmp_path, mode):
+    docs, layout = small
+    backbone = initial_backbone(config(pair_logits=True), layout)
+    randomized_pair(backbone)
+    extractor(backbone, layout).save_pretrained(tmp_path / "model")
+    both = Extractor.from_pretrained(tmp_path / "model").extract(docs)
+    ablated = Extractor.from_pretrained(tmp_path / "model", relation_logits=mode).extract(docs)
+    assert ablated != both
+    if mode == "decoder":  # the pair term removed: what the model computes with no pair module
+        plain = Extractor.from_pretrained(tmp_path / "model")
+        entities.of(plain.backbone.model).pair = None
+        assert ablated == plain.extract(docs)
+
+
+def test_relation_logits_needs_a_pair_model(small, tmp_path):
+    docs, layout = small
+    extractor(initial_backbone(config(), layout), layout).save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match="trained with pair_logits"):
+        Extractor.from_pretrained(tmp_path / "model", relation_logits="pair")
