@@ -11,8 +11,13 @@ Configuration (environment, read at start; bench/bench_service.py compares them)
   decoder at its next step and each request is answered as soon as its own documents are done
   (`dore.stream.ContinuousExtraction`); `on`: BentoML's adaptive batching (a batch is decoded
   to its slowest document); `off`: one request at a time.
-- `DORE_QUANTIZE=int8` / `int8-decoder`: int8 dynamic quantization of the linear layers, all or
-  the decoder's only (`dore.model.quantize`; approximate, off by default).
+- `DORE_QUANTIZE`: `off` (default): float, exactly what `dore predict` computes, whatever the
+  batch; `int8`: int8 dynamic quantization of every linear layer but the output layer
+  (`dore.model.quantize`, as `dore predict --quantize all`); `int8-decoder`: the decoder's only.
+  int8 is faster and approximate: on the main job's model it moved test F1 on all 500
+  test_revised documents by -0.21 (bench/results/decoding_f1_main_job.json). Its activations are
+  scaled per batch, so a document's answer may change with the traffic it is batched with; that
+  is why it is not the default. `GET /model` says which is served.
 - `DORE_WORKERS` (default 1): server processes, each with its own model copy.
 - `DORE_TORCH_THREADS`: torch threads per worker; default `OMP_NUM_THREADS` if set, else the
   machine's CPUs divided by the workers.
@@ -75,8 +80,8 @@ if BATCHING in ("0", "false", "no"):
 if BATCHING not in ("continuous", "on", "off"):
     raise ValueError(f"DORE_BATCHING must be continuous, on or off, not {BATCHING!r}")
 ADAPTIVE_BATCHING = BATCHING == "on"
-QUANTIZE = os.environ.get("DORE_QUANTIZE", "").lower()
-QUANTIZE_SCOPES = {"": None, "off": None, "int8": "all", "int8-decoder": "decoder"}
+QUANTIZE = os.environ.get("DORE_QUANTIZE", "off").lower()
+QUANTIZE_SCOPES = {"off": None, "": None, "int8": "all", "int8-decoder": "decoder"}
 if QUANTIZE not in QUANTIZE_SCOPES:
     raise ValueError(f"DORE_QUANTIZE must be int8, int8-decoder or off, not {QUANTIZE!r}")
 WORKERS = int(os.environ.get("DORE_WORKERS", "1"))
@@ -115,7 +120,8 @@ class DoreService:
     @info_app.get("/model", response_model=ModelInfo)
     def model(self) -> ModelInfo:
         """The served model: tag, symbol layout, relation names, dev metrics, limits."""
-        return model_info(self.tag, self.extractor.layout, self.extractor.card, ADAPTIVE_BATCHING)
+        return model_info(self.tag, self.extractor.layout, self.extractor.card, ADAPTIVE_BATCHING,
+                          QUANTIZE_SCOPES[QUANTIZE])
 
     @bentoml.api
     async def extract(

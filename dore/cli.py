@@ -543,12 +543,17 @@ def predict(
     num_beams: int = 1,
     entities: Annotated[Optional[Path], typer.Option(help="entity recognizer folder (default: the model's own, or "
                                                           "its run's <dataset>/entities)")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="int8 dynamic quantization of the linear layers: all | "
+                                                          "decoder (CPU; the service's default is all)")] = None,
+    relation_logits: Annotated[str, typer.Option(help="a pair_logits model's relation scores: both | pair (the "
+                                                      "pair term alone) | decoder (without it); ablations")] = "both",
 ):
     """Extract relations. Documents given with entities keep them (DocRED input gives the official
     result.json, h_idx/t_idx indexing the vertexSet); documents without (plain text, {"id", "text"}
     lines, DocRED without vertexSet) get entities from the model's recognizer: one JSON line each with
     the entities (mentions with sentence, word and character spans) and the relations between them."""
-    extractor = Extractor.from_pretrained(model_dir, entities=entities)
+    extractor = Extractor.from_pretrained(model_dir, entities=entities, quantize=quantize,
+                                          relation_logits=relation_logits)
     docs = read_inputs(inputs, fmt)
     decoding = extractor.decoding.model_copy(update={"num_beams": num_beams})
     if all(d.entities for d in docs) and (out.endswith(".json") or detect_format(inputs) == "docred" and out != "-"):

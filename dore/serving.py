@@ -192,6 +192,7 @@ class ModelInfo(BaseModel):
     dev_metrics: dict
     decoding: dict
     adaptive_batching: bool
+    quantization: str | None = Field(None, description="int8 dynamic quantization served (all | decoder); None: float")
     max_document_bytes: int = MAX_DOCUMENT_BYTES
     max_documents_per_request: int = MAX_DOCUMENTS_PER_REQUEST
 
@@ -333,10 +334,11 @@ def check_document(doc: Document, layout: IdLayout, where: str | int | None = No
     return doc
 
 
-def model_info(tag: str, layout: IdLayout, card: dict, adaptive_batching: bool) -> ModelInfo:
+def model_info(tag: str, layout: IdLayout, card: dict, adaptive_batching: bool,
+               quantization: str | None = None) -> ModelInfo:
     return ModelInfo(model=tag, layout=layout.name, entity_slots=layout.n_slots,
                      blocks=[(b.type, b.size) for b in layout.blocks], arity=layout.arity,
                      relations=dict(zip(layout.relations, layout.relation_names)),
                      entity_types=[b.type for b in layout.blocks] if layout.typed else None,
                      dev_metrics=card.get("dev_metrics") or {}, decoding=card.get("decoding") or {},
-                     adaptive_batching=adaptive_batching)
+                     adaptive_batching=adaptive_batching, quantization=quantization)

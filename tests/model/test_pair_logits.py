@@ -143,3 +143,27 @@ def test_relation_logits_needs_a_pair_model(small, tmp_path):
     extractor(initial_backbone(config(), layout), layout).save_pretrained(tmp_path / "model")
     with pytest.raises(ValueError, match="trained with pair_logits"):
         Extractor.from_pretrained(tmp_path / "model", relation_logits="pair")
+
+
+def test_dore_predict_takes_the_ablation_and_int8(small, tmp_path):
+    from typer.testing import CliRunner
+
+    from dore.cli import app
+    from dore.data.model import write_jsonl
+
+    docs, layout = small
+    backbone = initial_backbone(config(pair_logits=True), layout)
+    randomized_pair(backbone)
+    extractor(backbone, layout).save_pretrained(tmp_path / "model")
+    write_jsonl(tmp_path / "docs.jsonl", docs)
+    runner, written = CliRunner(), {}
+    for name, options in {"both": [], "pair": ["--relation-logits", "pair"], "int8": ["--quantize", "all"]}.items():
+        out = tmp_path / f"{name}.jsonl"
+        result = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "docs.jsonl"), "-o", str(out),
+                                     *options])
+        assert result.exit_code == 0, result.output
+        written[name] = out.read_text()
+    assert written["pair"] != written["both"] and written["int8"] != written["both"]
+    refused = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "docs.jsonl"), "-o", "-",
+                                  "--relation-logits", "classifier"])
+    assert refused.exit_code != 0 and "relation_logits must be one of" in str(refused.exception or refused.output)

@@ -156,6 +156,7 @@ def test_batch_endpoint_fails_only_the_bad_documents(client, bento_store):
 def test_model_info_health_and_docs(client, bento_store):
     info = client.get("/model").json()
     assert info["model"] == bento_store.tag and info["entity_slots"] == N_SLOTS
+    assert info["quantization"] is None  # float unless DORE_QUANTIZE asks for int8
     assert info["relations"]["P17"] == "country" and info["dev_metrics"] == {"f1": 12.5, "ign_f1": 11.0}
     assert info["adaptive_batching"] is False  # the default is continuous batching (service.py)
     assert client.get("/readyz").status_code == 200 and client.get("/livez").status_code == 200
