@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import torch
 from pydantic import BaseModel
 
 from dore.config import DecodingConfig
-from dore.data.model import DataError, Document, atomic_write_text
+from dore.data.model import DataError, Document, atomic_dir, atomic_write_text
 from dore.data.text import document_from_text
 from dore.decoding.constraint import Rules, slot_mask
 from dore.decoding.generate import generate_rows, generate_sequence
@@ -147,19 +146,15 @@ class Extractor:
     def save_pretrained(self, directory: str | Path, **card) -> Path:
         """Weights as safetensors only, tokenizer, layout and model card; written to a temporary
         folder and renamed so a reader never sees half a model."""
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.backbone.model.save_pretrained(tmp, safe_serialization=True)
-        self.backbone.tokenizer.save_pretrained(tmp)
         self.card = {**self.card, **card, "decoding": self.decoding.model_dump(), "family": self.backbone.family}
-        atomic_write_text(tmp / "layout.json", self.layout.to_json())
-        atomic_write_text(tmp / MODEL_CARD, json.dumps(self.card, indent=1, default=str))
-        if self.recognizer is not None:
-            self.recognizer.save_pretrained(tmp / ENTITIES_DIR)
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
-        return directory
+        with atomic_dir(directory) as tmp:
+            self.backbone.model.save_pretrained(tmp, safe_serialization=True)
+            self.backbone.tokenizer.save_pretrained(tmp)
+            atomic_write_text(tmp / "layout.json", self.layout.to_json())
+            atomic_write_text(tmp / MODEL_CARD, json.dumps(self.card, indent=1, default=str))
+            if self.recognizer is not None:
+                self.recognizer.save_pretrained(tmp / ENTITIES_DIR)
+        return Path(directory)
 
     # --- extraction --------------------------------------------------------------------
     def check_fits(self, doc: Document) -> SlotAssignment:

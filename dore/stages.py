@@ -28,7 +28,7 @@ from dore.coref.quality import coref_quality
 from dore.coref.run import run_coref
 from dore.data.datasets import SPLITS, data_root, get_setting
 from dore.data.docred import load_rel_info
-from dore.data.model import Document, atomic_write_text, read_jsonl, write_jsonl
+from dore.data.model import Document, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from dore.extract import ENTITIES_DIR, MODEL_CARD, Extractor, recognizer_dir, training_data_hash
 from dore.methods import entities as entity_stages
 from dore.model.backbone import check_backbone, initial_backbone
@@ -186,11 +186,8 @@ def train_recognizer_into_model(params: PipelineParams, *, resume: bool = True, 
     summary = entity_stages.train_entities(entity_params, resume=resume, fresh=fresh)
     if processes().is_main_process:
         source, target = artifacts_dir(params) / "entities" / "model", artifacts_dir(params) / "model" / ENTITIES_DIR
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        with atomic_dir(target) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
     processes().wait_for_everyone()
     return {k: summary[k] for k in ("steps", "best_dev", "default_coref") if k in summary}
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -163,6 +165,23 @@ class Document(_Strict):
             field = ".".join(str(p) for p in err["loc"])
             doc = raw.get("doc_id") if isinstance(raw, dict) else None
             raise DataError(err["msg"], file=file, line=lineno, doc=doc, field=field) from exc
+
+
+@contextmanager
+def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
+    """A folder written as a whole: the block writes into a fresh `<directory>.tmp`, which then
+    replaces `directory` (a reader never sees half a model); if the block fails, it is removed."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -16,7 +16,6 @@ no pickle.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from dore.coref.string_match import StringMatch
-from dore.data.model import DataError, Document, atomic_write_text
+from dore.data.model import DataError, Document, atomic_dir, atomic_write_text
 from dore.entities.coref import (COREF_BACKENDS, PredictedMention, assemble, learned_clusters, pair_features,
                                  string_match_clusters)
 from dore.entities.encoder import Windows, build_encoder, load_encoder, make_windows, max_positions
@@ -236,20 +235,15 @@ class EntityRecognizer:
     def save_pretrained(self, directory: str | Path, **card) -> Path:
         """Config, weights (safetensors) and tokenizer, written to a temporary folder and renamed so
         a reader never sees half a recognizer; `card` is merged over the current card."""
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(self.model, str(tmp / WEIGHTS_FILE))
-        self.tokenizer.save_pretrained(tmp)
         self.card = {**self.card, **card}
-        atomic_write_text(tmp / CONFIG_FILE, json.dumps(
-            {"types": self.types, "encoder": self.encoder_spec, "window": self.window, "stride": self.stride,
-             "mention_size": self.model.mention_size, "type_size": self.model.type_size,
-             "default_coref": self.default_coref, "card": self.card}, indent=1, default=str))
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
-        return directory
+        with atomic_dir(directory) as tmp:
+            save_model(self.model, str(tmp / WEIGHTS_FILE))
+            self.tokenizer.save_pretrained(tmp)
+            atomic_write_text(tmp / CONFIG_FILE, json.dumps(
+                {"types": self.types, "encoder": self.encoder_spec, "window": self.window, "stride": self.stride,
+                 "mention_size": self.model.mention_size, "type_size": self.model.type_size,
+                 "default_coref": self.default_coref, "card": self.card}, indent=1, default=str))
+        return Path(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "EntityRecognizer":

@@ -13,7 +13,6 @@ documents without a single pair are skipped and counted. Weights are saved with 
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from dore.config import TrainConfig
-from dore.data.model import DataError, Document, atomic_write_text
+from dore.data.model import DataError, Document, atomic_dir, atomic_write_text
 from dore.extract import Predictions
 from dore.model.atlop import ATLOP, TH, at_loss, at_predict
 from dore.model.backbone import Backbone
@@ -185,23 +184,18 @@ class RelationClassifier:
         """Weights (safetensors), head shape, layout, tokenizer and the backbone's config, and the
         card (`card` merged over the current one); written to a temporary folder and renamed so a
         reader never sees half a model."""
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(self.model, str(tmp / WEIGHTS_FILE))  # drops shared copies (tied embeddings) itself
-        self.tokenizer.save_pretrained(tmp)
-        self.backbone_config.save_pretrained(tmp)
         m = self.model
         self.card = {**self.card, **card}
-        atomic_write_text(tmp / CONFIG_FILE, json.dumps(
-            {"family": self.family, "max_source_length": self.max_source_length, "top_k": self.top_k,
-             "n_classes": m.n_classes, "emb_size": m.emb_size, "block_size": m.block_size,
-             "context_pooling": m.context_pooling, "card": self.card}, indent=1, default=str))
-        atomic_write_text(tmp / "layout.json", self.layout.to_json())
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
-        return directory
+        with atomic_dir(directory) as tmp:
+            save_model(self.model, str(tmp / WEIGHTS_FILE))  # drops shared copies (tied embeddings) itself
+            self.tokenizer.save_pretrained(tmp)
+            self.backbone_config.save_pretrained(tmp)
+            atomic_write_text(tmp / CONFIG_FILE, json.dumps(
+                {"family": self.family, "max_source_length": self.max_source_length, "top_k": self.top_k,
+                 "n_classes": m.n_classes, "emb_size": m.emb_size, "block_size": m.block_size,
+                 "context_pooling": m.context_pooling, "card": self.card}, indent=1, default=str))
+            atomic_write_text(tmp / "layout.json", self.layout.to_json())
+        return Path(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "RelationClassifier":

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
 import unicodedata
 from collections import Counter
@@ -50,7 +49,7 @@ from transformers import EncoderDecoderModel, GenerationConfig, PreTrainedTokeni
 from transformers.modeling_outputs import BaseModelOutput
 
 from dore.config import TrainConfig
-from dore.data.model import DataError, Document, atomic_write_text
+from dore.data.model import DataError, Document, atomic_dir, atomic_write_text
 from dore.decoding.hf import only_generation_config
 from dore.extract import Predictions
 from dore.methods.seq2seq import Example, collate, make_examples, param_groups, row_loss
@@ -360,16 +359,12 @@ def save_lexical(directory: str | Path, backbone: Backbone, layout: IdLayout, **
     """Backbone (safetensors weights, tokenizer with symbols and separators), layout and the card
     (`lexical_model.json`, not DORE's card: `Extractor.from_pretrained` refuses this model);
     written to a temporary folder and renamed so a reader never sees half a model."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    backbone.save_pretrained(tmp)
-    atomic_write_text(tmp / "layout.json", layout.to_json())
-    atomic_write_text(tmp / LEXICAL_CARD, json.dumps({"target_format": "lexical", "family": backbone.family, **card},
-                                                     indent=1, default=str))
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return directory
+    with atomic_dir(directory) as tmp:
+        backbone.save_pretrained(tmp)
+        atomic_write_text(tmp / "layout.json", layout.to_json())
+        atomic_write_text(tmp / LEXICAL_CARD, json.dumps({"target_format": "lexical", "family": backbone.family,
+                                                         **card}, indent=1, default=str))
+    return Path(directory)
 
 
 def load_lexical(directory: str | Path) -> tuple[Backbone, IdLayout, dict]:
