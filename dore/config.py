@@ -31,6 +31,9 @@ class TrainConfig(BaseModel):
     epochs: int = 10
     max_steps: int | None = Field(None, description="stop after this many optimizer steps")
     max_minutes: float | None = Field(None, description="stop after this much training wall time, summed over resumed runs")
+    lr_schedule: Literal["steps", "clock"] = Field(
+        "steps", description="linear warm-up and decay over the steps (max_steps, else epochs), or over the clock "
+        "(max_minutes: the lr reaches 0 when the time budget ends; budgeted runs)")
     lr: float = 1e-4
     lr_new: float | None = Field(1e-3, description="learning rate of newly initialised parameters (cross-attention, "
                                  "entity tables, a classifier's head): they learn 10x faster; null: lr")
@@ -71,6 +74,8 @@ class TrainConfig(BaseModel):
     def _consistent(self) -> "TrainConfig":
         if self.entity_embeddings and not self.symbol_loss:
             raise ValueError("entity_embeddings needs symbol_loss: the entity table enters through the symbol head")
+        if self.lr_schedule == "clock" and self.max_minutes is None:
+            raise ValueError("lr_schedule 'clock' decays over max_minutes: set it")
         if self.pair_logits and not (self.entity_embeddings and self.mode == "rows"):
             raise ValueError("pair_logits needs entity_embeddings and mode 'rows': the pair term reads the entities' "
                              "pooled states, and a row's head is its prefix")

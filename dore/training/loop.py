@@ -6,7 +6,9 @@
   (`accelerate launch` or `torchrun`: each process takes every world-th document).
 - Checkpoints are atomic (`dore.training.checkpoint`); `resume=True` continues from the newest
   one and reproduces the uninterrupted run (data order and RNG are restored). The time budget
-  (`max_minutes`) sums the wall time of every resumed session.
+  (`max_minutes`) sums the wall time of every resumed session. With `lr_schedule="clock"` the
+  learning rate warms up and decays over that budget instead of over steps (`clock_schedule`),
+  so a run stopped by the clock ends at 0 when its budget does, however fast its steps turn out.
 - Model selection on dev only: after each evaluated epoch the caller's `evaluate_dev(model, at)`
   returns dev metrics; when `select_metric` improves, `on_best(model, metrics)` saves the model.
   Only the main process evaluates, selects and writes; the others wait at a barrier.
@@ -110,6 +112,20 @@ def backward_and_step(accelerator: Accelerator, model, optimizer, scheduler, los
     optimizer.zero_grad()
 
 
+def clock_schedule(optimizer: torch.optim.Optimizer, warmup_ratio: float, minutes: float,
+                   seconds: Callable[[], float]) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first `warmup_ratio` of a `minutes` budget, then linear decay to 0
+    at its end, read from `seconds()` (training time so far): a step-based schedule would need
+    the step count of the budget in advance, and a wrong guess leaves the decay unfinished."""
+    def factor(_step: int) -> float:
+        done = min(seconds() / (60 * minutes), 1.0)
+        if done < warmup_ratio:
+            return done / warmup_ratio
+        return (1.0 - done) / max(1.0 - warmup_ratio, 1e-9)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_dir: str | Path, *,
           evaluate_dev: Callable[[torch.nn.Module, float], dict] | None = None, select_metric: str = "f1",
           on_best: Callable[[torch.nn.Module, dict], None] | None = None, resume: bool = True,
@@ -130,7 +146,11 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
     model = method.model  # what is checkpointed and selected; `loss_of` is what runs (DDP-wrapped with N processes)
     optimizer = torch.optim.AdamW(method.param_groups(cfg), lr=cfg.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    clock = {"seconds": 0.0}  # training seconds as of the last step, the main process's (ranks agree on the lr)
+    if cfg.lr_schedule == "clock":
+        scheduler = clock_schedule(optimizer, cfg.warmup_ratio, cfg.max_minutes, lambda: clock["seconds"])
+    else:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     loss_of, optimizer = accelerator.prepare(LossOf(method), optimizer)
     ckpt = Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
     log_path = out_dir / "train_log.jsonl"
@@ -145,6 +165,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
         log_path.unlink()  # a fresh run starts a fresh log
     # the budget counts training time over every resumed session, not just this one
     start = time.perf_counter() - state.get("seconds", 0.0)
+    clock["seconds"] = state.get("seconds", 0.0)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def log(record: dict) -> None:
@@ -190,10 +211,12 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
                           "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
                 log(record)
             progress.step(record)
-            minutes = (time.perf_counter() - start) / 60
+            seconds = time.perf_counter() - start
+            if world > 1:  # clocks differ across processes: the main one's decides the lr and the stop
+                seconds = float(broadcast(torch.tensor([seconds], device=accelerator.device), from_process=0)[0])
+            clock["seconds"] = seconds
             stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \
-                   (cfg.max_minutes is not None and minutes >= cfg.max_minutes)
-            stop = _agree(accelerator, stop)  # clocks differ across processes: the main one decides
+                   (cfg.max_minutes is not None and seconds / 60 >= cfg.max_minutes)
             if fault == (rank, state["step"]):
                 os._exit(137)
             state["seconds"], state["counts"] = time.perf_counter() - start, dict(counts)
@@ -230,10 +253,3 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
     accelerator.wait_for_everyone()
     return TrainResult(state["step"], state["epoch"], state["best"], state["history"], dict(counts),
                        time.perf_counter() - start)
-
-
-def _agree(accelerator: Accelerator, flag: bool) -> bool:
-    """The main process's `flag`, on every process (one broadcast; free with one process)."""
-    if accelerator.num_processes == 1:
-        return flag
-    return bool(broadcast(torch.tensor([int(flag)], device=accelerator.device), from_process=0).item())

@@ -164,3 +164,38 @@ def test_a_batch_without_any_target_row_is_skipped_not_a_crash():
     from dore.methods.seq2seq import collate
 
     assert collate([(None, []), (None, [])], pad_id=0, n_prefix=1) is None
+
+
+def test_the_clock_schedule_follows_the_share_of_the_budget_spent():
+    import torch
+
+    from dore.training.loop import clock_schedule
+
+    seconds = [0.0]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = clock_schedule(optimizer, warmup_ratio=0.1, minutes=10, seconds=lambda: seconds[0])
+    lrs = {}
+    for at in (0, 30, 60, 300, 540, 600, 700):
+        seconds[0] = at
+        optimizer.step()
+        scheduler.step()
+        lrs[at] = optimizer.param_groups[0]["lr"]
+    assert lrs == pytest.approx({0: 0.0, 30: 0.5, 60: 1.0, 300: 5 / 9, 540: 1 / 9, 600: 0.0, 700: 0.0})
+
+
+def test_a_clock_budgeted_run_decays_its_lr_over_the_budget(small, tmp_path):
+    """Stopped by the clock with epochs that never bind: the lr rises, then falls towards 0 by the
+    end of the budget (a step schedule over 1000 epochs would still be warming up)."""
+    docs, layout = small
+    cfg = TrainConfig(backbone="tiny-bart", epochs=1000, max_minutes=0.15, lr_schedule="clock", warmup_ratio=0.2,
+                      lr=1e-3, batch_docs=2, log_every_steps=1, checkpoint_every_steps=10**6, mixed_precision="no")
+    result = train(cfg, DoreMethod(cfg, load_backbone("tiny-bart", layout, seed=0), layout), docs, tmp_path)
+    lrs = [r["lr"] for r in result.history if "lr" in r]
+    assert 0.15 * 60 <= result.seconds < 0.15 * 60 + 10 and len(lrs) > 10
+    peak = lrs.index(max(lrs))
+    assert 0 < peak < len(lrs) - 1 and max(lrs) > 0.7e-3 and lrs[-1] < 0.15e-3
+
+
+def test_the_clock_schedule_needs_a_budget():
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(lr_schedule="clock")
