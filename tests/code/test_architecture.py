@@ -20,7 +20,6 @@ LONG_MODULES = {
     "methods/lexical.py": "the lexical baseline is one unit: target format, generation and its parser",
     "experiments.py": "the comparison runner: plan, run, results table and plots of one experiment file",
     "scoring/scirex.py": "a line-by-line port of the official SciREX scorer, kept whole for comparison",
-    "cli.py": "one typer command per stage; each is a thin call into dore.stages",
 }
 MAX_LINES = 400
 
