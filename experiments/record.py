@@ -1,0 +1,81 @@
+"""Record a trained model's test claim under `experiments/<name>/`, re-scorable by anyone:
+
+- `result.json.gz`: `dore predict` on the test file, in DocRED's official (CodaLab) format;
+- `metrics.json`: `dore score` of those predictions, with what the claim rests on: kind, dataset,
+  split, setting, scorer, budget, optimizer steps and seconds per step (from the run's training
+  log), the command that trained the model and the git revision.
+
+    python experiments/record.py redocred-dore-90min --run runs/budget/dore/docred --budget-minutes 90 \\
+        --command "dore train ..." [--relation-logits pair --name-suffix pair-only]
+
+Re-score: `dore score experiments/<name>/result.json.gz ../shared/data/redocred/test_revised.json
+--train <the run's docs/train.jsonl>`. Test is decoded once per claim; nothing here selects or tunes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEST = {"docred": REPO.parent / "shared" / "data" / "redocred" / "test_revised.json"}
+SETTING = {"docred": "train = Re-DocRED dev_revised minus its last 50 docs; dev = those 50; test = Re-DocRED "
+                     "test_revised (all 500 documents)"}
+
+
+def dore(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "dore.cli", *args], check=True)
+
+
+def training_log(run: Path) -> tuple[int, float]:
+    """Optimizer steps and training seconds (dev evaluation included) of the run."""
+    records = [json.loads(line) for line in (run / "train" / "train_log.jsonl").read_text().splitlines() if line]
+    timed = [r for r in records if "seconds" in r]
+    return max(r["step"] for r in records), timed[-1]["seconds"] if timed else 0.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="experiments/<name>/")
+    parser.add_argument("--run", type=Path, required=True, help="the run's dataset folder (<artifacts>/<dataset>)")
+    parser.add_argument("--dataset", default="docred", choices=sorted(TEST))
+    parser.add_argument("--kind", default="dore", choices=["dore", "classifier"])
+    parser.add_argument("--budget-minutes", type=float, required=True)
+    parser.add_argument("--command", required=True, help="the command that trained the model")
+    parser.add_argument("--relation-logits", default="both", help="dore predict --relation-logits (ablations)")
+    args = parser.parse_args(argv)
+
+    out = REPO / "experiments" / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        result, scored = Path(tmp) / "result.json", Path(tmp) / "score.json"
+        dore("predict", str(args.run / "model"), str(TEST[args.dataset]), "-o", str(result),
+             "--relation-logits", args.relation_logits)
+        with open(result, "rb") as src, gzip.open(out / "result.json.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        dore("score", str(out / "result.json.gz"), str(TEST[args.dataset]),
+             "--train", str(args.run / "docs" / "train.jsonl"), "--out", str(scored))
+        metrics = json.loads(scored.read_text())
+    steps, seconds = training_log(args.run)
+    card = json.loads((args.run / "model" / "dore_model.json").read_text())
+    revision = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
+    record = {"kind": args.kind, "dataset": args.dataset, "split": "test", "setting": SETTING[args.dataset],
+              "scorer": metrics["scorer"], "budget_minutes": args.budget_minutes, "optimizer_steps": steps,
+              "training_seconds": seconds, "seconds_per_step": round(seconds / max(steps, 1), 3),
+              **{k: metrics[k] for k in ("f1", "ign_f1", "p", "r")},
+              "relation_logits": args.relation_logits, "dev_selected": card.get("dev_metrics"),
+              "decoding_tuned_on_dev": card.get("decoding"),
+              "predictions": "result.json.gz", "command": args.command, "revision": revision}
+    (out / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: record[k] for k in ("f1", "ign_f1", "p", "r", "optimizer_steps")}))
+
+
+if __name__ == "__main__":
+    main()
