@@ -54,7 +54,8 @@ EMBEDDED_BY_DATASET: dict[str, dict[str, Any]] = {
 _PAPER_COMMON: dict[str, Any] = {
     "limit_train": None, "limit_dev": None, "limit_test": None,
     "train": {"sampling": "all", "mode": "rows", "max_minutes": None, "mixed_precision": "auto",
-              "lr_new": None},  # one learning rate for all parameters
+              "lr_new": None,  # one learning rate for all parameters
+              "symbol_loss": False},  # cross-entropy over the whole vocabulary, as the paper trains
 }
 PAPER: dict[str, dict[str, Any]] = {
     "docred": {"num_beams": 4, "train": {"backbone": "t5-large", "lr": 1e-4, "epochs": 40, "batch_docs": 4,

@@ -28,6 +28,8 @@ def test_paper_preset_follows_table_7():
     assert (gda.train.epochs, gda.train.warmup_ratio, gda.train.lr) == (10, 0.15, 2e-5)
     assert scirex.train.batch_docs * scirex.train.grad_accum == 32 and scirex.train.max_source_length == 4096
     assert docred.limit_train is None and docred.train.max_minutes is None  # all data, no time budget
+    assert not any(p.train.symbol_loss or p.train.entity_embeddings or p.train.pair_logits  # not the paper's
+                   for p in (docred, gda, scirex))
 
 
 def test_overrides_merge_into_the_preset_and_unknown_keys_raise():
