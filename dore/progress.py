@@ -12,8 +12,10 @@ from tqdm import tqdm
 
 class Progress:
     def __init__(self, total_steps: int, done_steps: int = 0, *, enabled: bool = True, stream=None,
-                 desc: str = "train", unit: str = "step"):
+                 desc: str = "train", unit: str = "step", budget_seconds: float | None = None):
+        """`budget_seconds`: a time budget left (a clock-stopped run): the ETA is at most what is left of it."""
         self.stream = stream or sys.stderr
+        self.budget = budget_seconds
         self.total, self.done, self.initial = total_steps, done_steps, done_steps
         self.started = time.perf_counter()
         self.interactive = enabled and self.stream.isatty()
@@ -45,7 +47,10 @@ class Progress:
     def _line(self, prefix: str = "") -> None:
         elapsed = time.perf_counter() - self.started
         rate = elapsed / max(self.done - self.initial, 1)
-        eta = f"{rate * (self.total - self.done):.0f} s" if self.total > self.done else "0 s"
+        eta_s = rate * max(self.total - self.done, 0)
+        if self.budget is not None:
+            eta_s = min(eta_s, max(self.budget - elapsed, 0.0))
+        eta = f"{eta_s:.0f} s"
         fields = " ".join(f"{k} {v}" for k, v in self.fields.items())
         print(f"{self.desc} {prefix + ': ' if prefix else ''}step {self.done}/{self.total} {fields} "
               f"elapsed {elapsed:.0f} s eta {eta}", file=self.stream, flush=True)

@@ -178,7 +178,8 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
 
     stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps  # a finished run resumes as finished
     fault = tuple(map(int, os.environ[FAULT_EXIT_AFTER_STEP].split(":"))) if FAULT_EXIT_AFTER_STEP in os.environ else None
-    progress = Progress(total_steps, state["step"], enabled=accelerator.is_main_process)
+    budget_left = None if cfg.max_minutes is None else cfg.max_minutes * 60 - state.get("seconds", 0.0)
+    progress = Progress(total_steps, state["step"], enabled=accelerator.is_main_process, budget_seconds=budget_left)
     loss_of.train()
     while not stop and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]

@@ -77,3 +77,7 @@ def test_progress_is_a_plain_line_per_logged_step_outside_a_terminal(capsys):
     silent = Pipe()
     Progress(4, 0, enabled=False, stream=silent).step({"loss": 1.0, "lr": 1e-4})
     assert silent.text == ""  # the other processes of a multi-process run
+    budgeted = Pipe()
+    Progress(10**6, 0, enabled=True, stream=budgeted, budget_seconds=60).step({"loss": 1.0, "lr": 1e-4})
+    eta = float(budgeted.text.split("eta ")[1].split(" s")[0])
+    assert 0 < eta <= 60  # a clock-stopped run: what is left of its budget, not a million steps
