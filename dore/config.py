@@ -110,6 +110,9 @@ class PipelineParams(BaseModel):
     num_beams: int = Field(1, description="beam size for the final evaluation (selection is greedy)")
     tune_na_biases: list[float] = Field([0.0, -1.0, -2.0, -3.0], description="NA logit biases tried on dev after "
                                         "training (the best goes into the model card); [0] to skip")
+    tune_length_penalties: list[float] = Field([1.0], description="with num_beams > 1: length penalties α tried "
+                                               "on dev with those beams after the NA bias (the best goes into the "
+                                               "model card); [1.0] to skip")
     entities: EntityParams | None = Field(None, description=(
         "also train an entity recognizer (mentions, coreference; its own train split) and put it in the model, "
         "so the model reads plain text; None: no recognizer"))

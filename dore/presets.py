@@ -58,7 +58,8 @@ _PAPER_COMMON: dict[str, Any] = {
               "symbol_loss": False},  # cross-entropy over the whole vocabulary, as the paper trains
 }
 PAPER: dict[str, dict[str, Any]] = {
-    "docred": {"num_beams": 4, "train": {"backbone": "t5-large", "lr": 1e-4, "epochs": 40, "batch_docs": 4,
+    "docred": {"num_beams": 4, "tune_length_penalties": [round(0.2 * k, 1) for k in range(1, 11)],  # A.3
+               "train": {"backbone": "t5-large", "lr": 1e-4, "epochs": 40, "batch_docs": 4,
                                          "warmup_ratio": 0.06, "max_source_length": 1024}},
     "cdr": {"num_beams": 1, "train": {"backbone": "GanjinZero/biobart-large", "lr": 2e-5, "epochs": 40,
                                       "batch_docs": 4, "warmup_ratio": 0.1, "max_source_length": 1024}},

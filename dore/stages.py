@@ -167,8 +167,10 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
                         resume=resume and not fresh)
     summary = {**training_summary(result), **trainer.summary()}
     if processes().is_main_process:  # with N processes only the main one tunes and writes; the others wait
-        if method == "dore" and result.best_dev is not None and len(params.tune_na_biases) > 1:
-            tuned = tune_decoding(params, na_biases=params.tune_na_biases)
+        if method == "dore" and result.best_dev is not None and (
+                len(params.tune_na_biases) > 1 or len(params.tune_length_penalties) > 1):
+            tuned = tune_decoding(params, na_biases=params.tune_na_biases,
+                                  length_penalties=params.tune_length_penalties)
             summary["decoding_tuned_on_dev"] = {**tuned["chosen"], "dev_f1": tuned["dev_f1"]}
         atomic_write_text(out / "train" / "summary.json", json.dumps(summary, indent=1, default=str))
         if fresh:
@@ -193,27 +195,34 @@ def train_recognizer_into_model(params: PipelineParams, *, resume: bool = True, 
 
 
 def tune_decoding(params: PipelineParams, na_biases: Sequence[float] = (0.0, -1.0, -2.0, -3.0, -4.0),
-                  eos_biases: Sequence[float] = (0.0,)) -> dict:
-    """Choose the NA and EOS logit biases on dev (never test) and store them in the model card.
+                  eos_biases: Sequence[float] = (0.0,), length_penalties: Sequence[float] = (1.0,)) -> dict:
+    """Choose the decoding on dev (never test) and store it in the model card.
 
-    The generative counterpart of ATLOP's adaptive threshold: a model that learned "no relation"
-    too well is pushed toward answering. Greedy decoding, the selection metric is dev F1.
-    """
+    First the NA and EOS logit biases, greedily (the generative counterpart of ATLOP's adaptive
+    threshold: a model that learned "no relation" too well is pushed toward answering); then, when
+    the final evaluation uses beams (`params.num_beams` > 1) and several `length_penalties` are
+    given, the length penalty α with those beams (the paper tunes α on dev, appendix A.3). The
+    selection metric is dev F1."""
     out = artifacts_dir(params)
     extractor = Extractor.from_pretrained(out / "model")
     dev_docs, train_docs = load_split(params, "dev"), load_split(params, "train")
-    sweep = []
-    for na in na_biases:
-        for eos in eos_biases:
-            decoding = extractor.decoding.model_copy(update={"na_bias": na, "eos_bias": eos, "num_beams": 1})
-            metrics = scalars(score(extractor.predictions(dev_docs, decoding), dev_docs, train_docs=train_docs))
-            sweep.append({"na_bias": na, "eos_bias": eos, **metrics})
+
+    def dev_f1(**decoding) -> dict:
+        cfg = extractor.decoding.model_copy(update=decoding)
+        return {**decoding, **scalars(score(extractor.predictions(dev_docs, cfg), dev_docs, train_docs=train_docs))}
+
+    sweep = [dev_f1(na_bias=na, eos_bias=eos, num_beams=1) for na in na_biases for eos in eos_biases]
     best = max(sweep, key=lambda r: (r["f1"], -abs(r["na_bias"]) - abs(r["eos_bias"])))
-    card = {**extractor.card, "decoding": {**extractor.decoding.model_dump(), "na_bias": best["na_bias"],
-                                           "eos_bias": best["eos_bias"]}, "decoding_tuned_on": "dev"}
+    chosen = {"na_bias": best["na_bias"], "eos_bias": best["eos_bias"]}
+    if params.num_beams > 1 and len(length_penalties) > 1:
+        beams = [dev_f1(**chosen, num_beams=params.num_beams, length_penalty=alpha) for alpha in length_penalties]
+        best = max(beams, key=lambda r: (r["f1"], -abs(r["length_penalty"] - 1.0)))
+        chosen["length_penalty"] = best["length_penalty"]
+        sweep += beams
+    card = {**extractor.card, "decoding": {**extractor.decoding.model_dump(), **chosen}, "decoding_tuned_on": "dev"}
     atomic_write_text(out / "model" / MODEL_CARD, json.dumps(card, indent=1, default=str))
     atomic_write_text(out / "train" / "decoding_sweep.json", json.dumps(sweep, indent=1))
-    return {"chosen": {"na_bias": best["na_bias"], "eos_bias": best["eos_bias"]}, "dev_f1": best["f1"], "sweep": sweep}
+    return {"chosen": chosen, "dev_f1": best["f1"], "sweep": sweep}
 
 
 # --- evaluation ----------------------------------------------------------------------------------

@@ -55,8 +55,13 @@ def _print_training(dataset: str, summary: dict) -> None:
 def tune(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
          na_biases: Annotated[str, typer.Option(help="comma-separated NA logit biases to try; > 0 answers NA more "
                                                      "often (precision), < 0 less often (recall)")] = "0,-1,-2,-3",
-         eos_biases: Annotated[str, typer.Option(help="comma-separated EOS logit biases to try")] = "0"):
-    """Choose the NA/EOS logit biases of the trained model on dev (never test); stored in its model card."""
+         eos_biases: Annotated[str, typer.Option(help="comma-separated EOS logit biases to try")] = "0",
+         num_beams: Annotated[int, typer.Option(help="beams of the final evaluation; > 1 also tunes the length "
+                                                     "penalty with them")] = 1,
+         length_penalties: Annotated[str, typer.Option(help="comma-separated length penalties to try with "
+                                                            "--num-beams > 1")] = "1"):
+    """Choose the decoding of the trained model on dev (never test): the NA/EOS logit biases, then
+    with beams the length penalty; stored in its model card."""
 
     def floats(text: str) -> tuple[float, ...]:
         try:
@@ -64,12 +69,13 @@ def tune(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
         except ValueError:
             raise typer.BadParameter(f"not a comma-separated list of numbers: {text!r}") from None
 
-    tuned = stages.tune_decoding(run_params(dataset, artifacts, run="latest"), na_biases=floats(na_biases),
-                                 eos_biases=floats(eos_biases))
-    columns = ("na_bias", "eos_bias", "f1", "ign_f1", "p", "r")
-    table = Table(*columns, title=f"{dataset} dev F1 by NA / EOS logit bias (chosen: {tuned['chosen']})")
+    params = run_params(dataset, artifacts, run="latest").model_copy(update={"num_beams": num_beams})
+    tuned = stages.tune_decoding(params, na_biases=floats(na_biases), eos_biases=floats(eos_biases),
+                                 length_penalties=floats(length_penalties))
+    columns = ("na_bias", "eos_bias", "num_beams", "length_penalty", "f1", "ign_f1", "p", "r")
+    table = Table(*columns, title=f"{dataset} dev F1 by decoding (chosen: {tuned['chosen']})")
     for row in tuned["sweep"]:
-        table.add_row(*(f"{row[c]:.2f}" for c in columns))
+        table.add_row(*(f"{row.get(c, 1.0):.2f}" for c in columns))
     console.print(table)
 
 

@@ -29,7 +29,32 @@ def test_train_with_entity_embeddings_then_tune_the_na_bias_on_dev(tmp_path, mon
     card = json.loads((model / "dore_model.json").read_text())
     best = max(sweep, key=lambda r: (r["f1"], -abs(r["na_bias"])))
     assert card["decoding"]["na_bias"] == best["na_bias"] and card["decoding_tuned_on"] == "dev"
-    assert "dev F1 by NA / EOS logit bias" in tuned.output
+    assert "dev F1 by decoding" in tuned.output
 
     refused = runner.invoke(app, ["tune", *common, "--na-biases", "1,x"])
     assert refused.exit_code == 2 and "not a comma-separated list" in refused.output
+
+
+def test_tune_the_length_penalty_with_beams_on_dev(tmp_path, monkeypatch):
+    """With --num-beams > 1, after the NA bias: the length penalty α with those beams (the paper's
+    A.3), chosen on dev and stored in the card; greedy evaluation never sweeps α."""
+    fixture_data_root(monkeypatch, tmp_path / "data")
+    common = ["--dataset", "docred", "--artifacts", str(tmp_path)]
+    trained = runner.invoke(app, ["train", *common, "--backbone", "tiny-bart", "--max-steps", "2", "--epochs", "1",
+                                  "--batch-docs", "2", "--limit-train", "3", "--limit-dev", "2", "--limit-test", "2"])
+    assert trained.exit_code == 0, trained.output
+    sweep_file = tmp_path / "docred" / "train" / "decoding_sweep.json"
+    greedy = runner.invoke(app, ["tune", *common, "--na-biases", "0,-1", "--length-penalties", "0.2,2"])
+    assert greedy.exit_code == 0, greedy.output
+    assert [row["num_beams"] for row in json.loads(sweep_file.read_text())] == [1, 1]  # no beams: no α sweep
+
+    tuned = runner.invoke(app, ["tune", *common, "--na-biases", "0,-1", "--num-beams", "2",
+                                "--length-penalties", "0.2,2"])
+    assert tuned.exit_code == 0, tuned.output
+    sweep = json.loads(sweep_file.read_text())
+    assert [(row["num_beams"], row.get("length_penalty")) for row in sweep] == [(1, None), (1, None), (2, 0.2), (2, 2.0)]
+    best_na = max(sweep[:2], key=lambda r: (r["f1"], -abs(r["na_bias"])))["na_bias"]
+    assert all(row["na_bias"] == best_na for row in sweep[2:])  # α is tuned at the chosen NA bias
+    best = max(sweep[2:], key=lambda r: (r["f1"], -abs(r["length_penalty"] - 1)))
+    card = json.loads((tmp_path / "docred" / "model" / "dore_model.json").read_text())
+    assert card["decoding"]["length_penalty"] == best["length_penalty"] and card["decoding"]["na_bias"] == best_na
