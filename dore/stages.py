@@ -215,7 +215,9 @@ def tune_decoding(params: PipelineParams, na_biases: Sequence[float] = (0.0, -1.
     best = max(sweep, key=lambda r: (r["f1"], -abs(r["na_bias"]) - abs(r["eos_bias"])))
     chosen = {"na_bias": best["na_bias"], "eos_bias": best["eos_bias"]}
     if params.num_beams > 1 and len(length_penalties) > 1:
-        beams = [dev_f1(**chosen, num_beams=params.num_beams, length_penalty=alpha) for alpha in length_penalties]
+        # as the final evaluation decodes with beams (`predict_split`): HF generate, not the greedy symbol head
+        beams = [dev_f1(**chosen, num_beams=params.num_beams, symbol_head=False, length_penalty=alpha)
+                 for alpha in length_penalties]
         best = max(beams, key=lambda r: (r["f1"], -abs(r["length_penalty"] - 1.0)))
         chosen["length_penalty"] = best["length_penalty"]
         sweep += beams

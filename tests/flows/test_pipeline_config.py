@@ -66,7 +66,8 @@ def test_dvc_pipeline_runs_every_stage_of_every_setting_on_its_own_data():
         assert stage.cmd == f"dore stage {name} --section {dataset}"
         keys = [key for dep in stage.deps for key in getattr(dep, "params", None) or []]  # `docred.train`, ...
         assert all(k.split(".", 1)[0] == dataset and k.split(".", 1)[1] in params[dataset] for k in keys), keys
-        assert name != "train" or keys == [f"{dataset}.train", f"{dataset}.tune_na_biases", f"{dataset}.entities"]
+        assert name != "train" or keys == [f"{dataset}.train", f"{dataset}.tune_na_biases",
+                                                f"{dataset}.tune_length_penalties", f"{dataset}.entities"]
         assert all(Path(o.def_path).parts[:2] == ("artifacts", dataset) for o in stage.outs), address
         if name in ("validate", "convert"):
             deps = [Path(d.def_path) for d in stage.deps]
