@@ -20,6 +20,7 @@ LONG_MODULES = {
     "methods/lexical.py": "the lexical baseline is one unit: target format, generation and its parser",
     "experiments.py": "the comparison runner: plan, run, results table and plots of one experiment file",
     "scoring/scirex.py": "a line-by-line port of the official SciREX scorer, kept whole for comparison",
+    "stages.py": "one function per pipeline stage: the one implementation the CLI, DVC, Prefect and the tests call",
 }
 MAX_LINES = 400
 
