@@ -98,10 +98,12 @@ class SymbolHead:
         if source_ids is None:
             raise ValueError("a model with entity embeddings needs the source ids to decode")
         pooled = self.entities.pooled(source_ids, encoder_hidden, self.code_to_id[:self.entities.n_slots])
+        table = self.entities.project(pooled)  # per document, then gathered per row
+        features = None if self.entities.pair is None else self.entities.pair.features(pooled)
         if row_doc is not None:
-            pooled = pooled.index_select(0, row_doc)
-        table = self.entities.project(pooled)
-        return table, None if self.entities.pair is None else self.entities.pair.features(pooled)
+            table = table.index_select(0, row_doc)
+            features = None if features is None else tuple(f.index_select(0, row_doc) for f in features)
+        return table, features
 
     def pair_slots(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """For decoder inputs `ids` [rows, T] of rows: each row's head slot [rows] (its first entity
