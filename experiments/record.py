@@ -56,21 +56,24 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result, scored = Path(tmp) / "result.json", Path(tmp) / "score.json"
         dore("predict", str(args.run / "model"), str(TEST[args.dataset]), "-o", str(result),
-             "--relation-logits", args.relation_logits)
+             *(["--relation-logits", args.relation_logits] if args.kind == "dore" else []))
         with open(result, "rb") as src, gzip.open(out / "result.json.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
         dore("score", str(out / "result.json.gz"), str(TEST[args.dataset]),
              "--train", str(args.run / "docs" / "train.jsonl"), "--out", str(scored))
         metrics = json.loads(scored.read_text())
     steps, seconds = training_log(args.run)
-    card = json.loads((args.run / "model" / "dore_model.json").read_text())
+    saved = args.run / "model"
+    card = (json.loads((saved / "dore_model.json").read_text()) if args.kind == "dore"
+            else json.loads((saved / "classifier.json").read_text())["card"])
     revision = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                               text=True).stdout.strip()
     record = {"kind": args.kind, "dataset": args.dataset, "split": "test", "setting": SETTING[args.dataset],
               "scorer": metrics["scorer"], "budget_minutes": args.budget_minutes, "optimizer_steps": steps,
               "training_seconds": seconds, "seconds_per_step": round(seconds / max(steps, 1), 3),
               **{k: metrics[k] for k in ("f1", "ign_f1", "p", "r")},
-              "relation_logits": args.relation_logits, "dev_selected": card.get("dev_metrics"),
+              **({"relation_logits": args.relation_logits} if args.kind == "dore" else {}),
+              "dev_selected": card.get("dev_metrics"),
               "decoding_tuned_on_dev": card.get("decoding"),
               "predictions": "result.json.gz", "command": args.command, "revision": revision}
     (out / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")

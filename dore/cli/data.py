@@ -23,8 +23,9 @@ from dore.data.datasets import data_root
 from dore.data.docred import load_rel_info, read_docred_result, write_docred_result
 from dore.data.formats import detect_format, read_any
 from dore.data.importing import DEFAULT_DEST, DEFAULT_SOURCE, MirrorMissingError, import_data
-from dore.data.model import atomic_write_text
+from dore.data.model import DataError, atomic_write_text
 from dore.extract import Extractor
+from dore.methods.classifier import CONFIG_FILE as CLASSIFIER_CONFIG, RelationClassifier
 from dore.scoring.score import docred_records_from_documents, headline, predictions_from_documents
 from dore.scoring.score import score as score_predictions
 from dore.symbolic.layout import default_layout
@@ -213,7 +214,12 @@ def predict(
     """Extract relations. Documents given with entities keep them (DocRED input gives the official
     result.json, h_idx/t_idx indexing the vertexSet); documents without (plain text, {"id", "text"}
     lines, DocRED without vertexSet) get entities from the model's recognizer: one JSON line each with
-    the entities (mentions with sentence, word and character spans) and the relations between them."""
+    the entities (mentions with sentence, word and character spans) and the relations between them.
+    A saved classifier baseline (`dore train --method classifier`) answers DocRED input with entities
+    in the official format, so its claims re-score the same way."""
+    if (model_dir / CLASSIFIER_CONFIG).exists():
+        _predict_with_classifier(model_dir, inputs, out, fmt)
+        return
     extractor = Extractor.from_pretrained(model_dir, entities=entities, quantize=quantize,
                                           relation_logits=relation_logits)
     docs = read_inputs(inputs, fmt)
@@ -231,6 +237,21 @@ def predict(
     atomic_write_text(out, lines)
     relations = sum(len(json.loads(line)["relations"]) for line in lines.splitlines())
     console.print(f"{relations} relations from {len(docs)} documents -> {out}")
+
+
+def _predict_with_classifier(model_dir: Path, inputs: Path, out: str, fmt: str | None) -> None:
+    docs = read_inputs(inputs, fmt)
+    without = [d.doc_id for d in docs if not d.entities]
+    if without:
+        raise DataError(f"the classifier reads documents with their entities; {len(without)} have none",
+                        file=inputs, doc=without[0], field="vertexSet")
+    if not out.endswith(".json"):
+        raise typer.BadParameter(f"{out}: a classifier writes DocRED's official result.json (a .json path)",
+                                 param_hint="--out")
+    predictions = RelationClassifier.from_pretrained(model_dir).predict(docs)
+    write_docred_result(out, [{"title": d.doc_id, "h_idx": h, "t_idx": t, "r": label}
+                              for d in docs for (h, t), label in predictions[d.doc_id]])
+    console.print(f"{sum(map(len, predictions.values()))} relations from {len(docs)} documents -> {out}")
 
 
 @app.command("extract")

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 import dore.methods.lexical
 from dore import experiments, stages
@@ -132,3 +133,34 @@ def test_classifier_model_reloads_with_its_card(baseline_rows):
     assert classifier.card["training_data_sha256"] and classifier.model.context_pooling
     record = json.loads((out / "classifier-seed42" / "docred" / "metrics.json").read_text())
     assert record["input_counts"].get("relations_outside_pairs", 0) == 0
+
+
+def test_dore_predict_answers_with_a_saved_classifier_in_the_official_format(baseline_rows, tmp_path):
+    """`dore predict` on a classifier folder writes the classifier's own predictions as DocRED's
+    result.json (what experiments/record.py commits); other outputs are refused with a reason."""
+    from typer.testing import CliRunner
+
+    from dore.cli import app
+    from dore.data.docred import read_docred_result
+    from dore.data.model import read_jsonl
+    from dore.model.atlop import TH
+
+    out, _ = baseline_rows
+    run = out / "classifier-seed42" / "docred"
+    classifier = RelationClassifier.from_pretrained(run / "model")
+    with torch.no_grad():  # the 2-step model answers NA everywhere: lower the threshold class so it answers
+        classifier.model.bilinear.bias[TH] -= 1e3
+    classifier.save_pretrained(tmp_path / "model")
+    docs = list(read_jsonl(run / "docs" / "test.jsonl"))
+    expected = {(d, h, t, label) for d, rels in classifier.predict(docs).items() for (h, t), label in rels}
+    assert expected
+
+    runner = CliRunner()
+    answered = runner.invoke(app, ["predict", str(tmp_path / "model"), str(run / "docs" / "test.jsonl"),
+                                   "-o", str(tmp_path / "result.json")])
+    assert answered.exit_code == 0, answered.output
+    written = {(p.title, p.h_idx, p.t_idx, p.r) for p in read_docred_result(tmp_path / "result.json")}
+    assert written == expected
+    refused = runner.invoke(app, ["predict", str(tmp_path / "model"), str(run / "docs" / "test.jsonl"),
+                                  "-o", str(tmp_path / "out.jsonl")])
+    assert refused.exit_code != 0 and "official result.json" in refused.output
