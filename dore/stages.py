@@ -21,14 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dore import methods
-from dore.config import EntityParams, PipelineParams, artifacts_dir
+from dore.config import EntityParams, PipelineParams, TrainConfig, artifacts_dir
 from dore.coref.compose import clusters_to_documents, score_relations
 from dore.coref.io import read_result
 from dore.coref.quality import coref_quality
 from dore.coref.run import run_coref
 from dore.data.datasets import SPLITS, data_root, get_setting
 from dore.data.docred import load_rel_info
-from dore.data.model import Document, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
+from dore.data.model import DataError, Document, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from dore.extract import ENTITIES_DIR, MODEL_CARD, Extractor, recognizer_dir, training_data_hash
 from dore.methods import entities as entity_stages
 from dore.model.backbone import check_backbone, initial_backbone
@@ -139,6 +139,21 @@ def scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def ancestor_seconds(cfg: TrainConfig) -> float:
+    """Training seconds behind an `init_from` model (its `lineage_seconds`: its own run and every run
+    it started from), which a budgeted run counts inside its `max_minutes` (a fair budget, #13)."""
+    if not cfg.init_from:
+        return 0.0
+    card_path = Path(cfg.init_from) / MODEL_CARD
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    if "lineage_seconds" in card:
+        return float(card["lineage_seconds"])
+    if cfg.max_minutes is not None:
+        raise DataError("records no training time, so a run with max_minutes cannot count it in its budget",
+                        file=card_path, field="lineage_seconds")
+    return 0.0
+
+
 def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, fresh: bool = False) -> dict:
     """Train `method` on `train`, select on `dev` (never test); the selected model goes to `model/`.
     `fresh`: start over (DVC removes a stage's outputs before it runs; the flow does the same).
@@ -153,6 +168,7 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
     cfg = params.train
     layout = load_layout(params)
     train_docs, dev_docs = load_split(params, "train"), load_split(params, "dev")
+    spent = ancestor_seconds(cfg)
     trainer = methods.get(method).Method(cfg, initial_backbone(cfg, layout), layout)
     card = {"preset": cfg.model_dump(), "training_data_sha256": training_data_hash(train_docs),
             "split_note": get_setting(params.dataset).split_note}
@@ -164,9 +180,13 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
         trainer.save(out / "model", **card, dev_metrics=metrics)
 
     result = train_loop(cfg, trainer, train_docs, out / "train", evaluate_dev=evaluate_dev, on_best=on_best,
-                        resume=resume and not fresh)
-    summary = {**training_summary(result), **trainer.summary()}
+                        resume=resume and not fresh, spent_seconds=spent)
+    summary = {**training_summary(result), **trainer.summary(), "lineage_seconds": round(spent + result.seconds, 1)}
     if processes().is_main_process:  # with N processes only the main one tunes and writes; the others wait
+        if method == "dore" and (out / "model" / MODEL_CARD).exists():  # what a run started from it counts
+            saved = json.loads((out / "model" / MODEL_CARD).read_text())
+            atomic_write_text(out / "model" / MODEL_CARD, json.dumps(
+                {**saved, "lineage_seconds": summary["lineage_seconds"]}, indent=1, default=str))
         if method == "dore" and result.best_dev is not None and (
                 len(params.tune_na_biases) > 1 or len(params.tune_length_penalties) > 1):
             tuned = tune_decoding(params, na_biases=params.tune_na_biases,

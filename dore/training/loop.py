@@ -6,7 +6,8 @@
   (`accelerate launch` or `torchrun`: each process takes every world-th document).
 - Checkpoints are atomic (`dore.training.checkpoint`); `resume=True` continues from the newest
   one and reproduces the uninterrupted run (data order and RNG are restored). The time budget
-  (`max_minutes`) sums the wall time of every resumed session. With `lr_schedule="clock"` the
+  (`max_minutes`) sums the wall time of every resumed session and of the runs this one starts
+  from (`spent_seconds`). With `lr_schedule="clock"` the
   learning rate warms up and decays over that budget instead of over steps (`clock_schedule`),
   so a run stopped by the clock ends at 0 when its budget does, however fast its steps turn out.
 - Model selection on dev only: after each evaluated epoch the caller's `evaluate_dev(model, at)`
@@ -129,10 +130,16 @@ def clock_schedule(optimizer: torch.optim.Optimizer, warmup_ratio: float, minute
 def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_dir: str | Path, *,
           evaluate_dev: Callable[[torch.nn.Module, float], dict] | None = None, select_metric: str = "f1",
           on_best: Callable[[torch.nn.Module, dict], None] | None = None, resume: bool = True,
-          on_log: Callable[[dict], None] | None = None) -> TrainResult:
+          on_log: Callable[[dict], None] | None = None, spent_seconds: float = 0.0) -> TrainResult:
     """Train `method.model` in place, checkpointing to `out_dir/checkpoints`, logging to
-    `out_dir/train_log.jsonl`."""
+    `out_dir/train_log.jsonl`. `spent_seconds`: training time the runs this one starts from already
+    used (`init_from`'s lineage); it counts inside `max_minutes`, so the clock stops and the clock
+    schedule decays over what is left."""
     out_dir = Path(out_dir)
+    minutes = None if cfg.max_minutes is None else cfg.max_minutes - spent_seconds / 60  # this run's share
+    if minutes is not None and minutes <= 0:
+        raise ValueError(f"max_minutes={cfg.max_minutes} is spent: the runs this one starts from trained "
+                         f"{spent_seconds / 60:.1f} minutes")
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(cfg.mixed_precision),
                               gradient_accumulation_steps=cfg.grad_accum,
                               # a method need not use every parameter in every batch (a pooler, a head)
@@ -148,7 +155,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
     optimizer = torch.optim.AdamW(method.param_groups(cfg), lr=cfg.lr)
     clock = {"seconds": 0.0}  # training seconds as of the last step, the main process's (ranks agree on the lr)
     if cfg.lr_schedule == "clock":
-        scheduler = clock_schedule(optimizer, cfg.warmup_ratio, cfg.max_minutes, lambda: clock["seconds"])
+        scheduler = clock_schedule(optimizer, cfg.warmup_ratio, minutes, lambda: clock["seconds"])
     else:
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     loss_of, optimizer = accelerator.prepare(LossOf(method), optimizer)
@@ -178,7 +185,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
 
     stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps  # a finished run resumes as finished
     fault = tuple(map(int, os.environ[FAULT_EXIT_AFTER_STEP].split(":"))) if FAULT_EXIT_AFTER_STEP in os.environ else None
-    budget_left = None if cfg.max_minutes is None else cfg.max_minutes * 60 - state.get("seconds", 0.0)
+    budget_left = None if minutes is None else minutes * 60 - state.get("seconds", 0.0)
     progress = Progress(total_steps, state["step"], enabled=accelerator.is_main_process, budget_seconds=budget_left)
     loss_of.train()
     while not stop and state["epoch"] < cfg.epochs:
@@ -217,7 +224,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
                 seconds = float(broadcast(torch.tensor([seconds], device=accelerator.device), from_process=0)[0])
             clock["seconds"] = seconds
             stop = (cfg.max_steps is not None and state["step"] >= cfg.max_steps) or \
-                   (cfg.max_minutes is not None and seconds / 60 >= cfg.max_minutes)
+                   (minutes is not None and seconds / 60 >= minutes)
             if fault == (rank, state["step"]):
                 os._exit(137)
             state["seconds"], state["counts"] = time.perf_counter() - start, dict(counts)

@@ -3,9 +3,13 @@ committed fixture's, from a data root of its raw files: convert runs, the real d
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
+from dore import stages
 from dore.cli import app
+from dore.config import TrainConfig
+from dore.data.model import DataError
 from dore.model import entities
 from tests.conftest import fixture_data_root
 
@@ -30,6 +34,13 @@ def test_train_with_entity_embeddings_then_tune_the_na_bias_on_dev(tmp_path, mon
     best = max(sweep, key=lambda r: (r["f1"], -abs(r["na_bias"])))
     assert card["decoding"]["na_bias"] == best["na_bias"] and card["decoding_tuned_on"] == "dev"
     assert "dev F1 by decoding" in tuned.output
+    assert card["lineage_seconds"] > 0  # the training time a run started from this model counts (#13)
+    assert stages.ancestor_seconds(TrainConfig(init_from=str(model), max_minutes=5)) == card["lineage_seconds"]
+    del card["lineage_seconds"]
+    (model / "dore_model.json").write_text(json.dumps(card))
+    with pytest.raises(DataError, match="lineage_seconds"):  # a budget cannot count unknown time
+        stages.ancestor_seconds(TrainConfig(init_from=str(model), max_minutes=5))
+    assert stages.ancestor_seconds(TrainConfig(init_from=str(model))) == 0.0  # no budget, nothing to count
 
     refused = runner.invoke(app, ["tune", *common, "--na-biases", "1,x"])
     assert refused.exit_code == 2 and "not a comma-separated list" in refused.output

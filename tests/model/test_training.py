@@ -199,3 +199,21 @@ def test_a_clock_budgeted_run_decays_its_lr_over_the_budget(small, tmp_path):
 def test_the_clock_schedule_needs_a_budget():
     with pytest.raises(ValueError, match="max_minutes"):
         TrainConfig(lr_schedule="clock")
+
+
+def test_the_runs_a_model_starts_from_count_inside_its_budget(small, tmp_path):
+    """`spent_seconds` (an init_from model's lineage) comes off `max_minutes`: with all but 0.3 s of
+    a minute spent, the clock stops the run after its first step; with none spent, max_steps binds;
+    with more than the budget spent, the run is refused before it starts."""
+    docs, layout = small
+    cfg = TrainConfig(backbone="tiny-bart", epochs=1000, max_steps=4, max_minutes=1.0, lr=1e-3, batch_docs=2,
+                      log_every_steps=1, checkpoint_every_steps=10**6, mixed_precision="no")
+
+    def fresh(out, spent):
+        return train(cfg, DoreMethod(cfg, load_backbone("tiny-bart", layout, seed=0), layout), docs, out,
+                     spent_seconds=spent)
+
+    assert fresh(tmp_path / "none", 0.0).steps == 4
+    assert fresh(tmp_path / "most", 59.7).steps == 1
+    with pytest.raises(ValueError, match="spent"):
+        fresh(tmp_path / "all", 61.0)
