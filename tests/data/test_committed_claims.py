@@ -1,0 +1,38 @@
+"""Every committed Re-DocRED test claim re-scores to its number: each `experiments/**/metrics*.json`
+that names its predictions (`result*.json.gz`, DocRED's official format) is scored again with the
+official scorer on the real `test_revised` (its first `documents`, where the record says so), with
+Ign F1 against the local setting's training part (`dev_revised` minus its last 50 documents)."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from dore.data.datasets import get_setting
+from dore.scoring.score import score
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+CLAIMS = sorted(path for path in EXPERIMENTS.glob("**/metrics*.json")
+                if (record := json.loads(path.read_text())).get("dataset") == "docred" and record.get("predictions"))
+
+
+@pytest.fixture(scope="module")
+def redocred(shared_data):
+    return get_setting("docred").read_splits(("train", "test"), root=shared_data)
+
+
+def test_there_are_claims_to_check():
+    assert {path.parent.name for path in CLAIMS} >= {"main-job", "redocred-dore-pair-90min"}
+
+
+@pytest.mark.parametrize("path", CLAIMS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_a_committed_claim_rescores_to_its_numbers(path, redocred):
+    record = json.loads(path.read_text())
+    assert record["split"] == "test" and record["scorer"] == "docred_official"
+    with gzip.open(path.parent / record["predictions"], "rt", encoding="utf-8") as fh:
+        results = json.load(fh)
+    gold = redocred["test"][: record.get("documents") or len(redocred["test"])]
+    rescored = score({}, gold, train_docs=redocred["train"], docred_results=results)
+    for key in ("f1", "ign_f1", "p", "r"):
+        assert rescored[key] == pytest.approx(record[key], abs=1e-9), key
