@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     pair_logits: bool = Field(False, description="pair-aware relation logits: where the decoder writes a pair's "
                               "relation, add a bilinear score of the head and tail entities' pooled encoder states "
                               "(dore.model.entities.PairScorer; rows mode, binary relations, with entity_embeddings)")
+    pair_loss: float = Field(0.0, ge=0.0, description="weight of an adaptive-threshold loss (ATLOP's, NA as the "
+                             "threshold) on the pair term alone over every entity pair of each document, not only "
+                             "the pairs of the sampled rows; 0: off (needs pair_logits)")
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
     eval_every_epochs: int = 1
     checkpoint_every_steps: int = 50
@@ -79,6 +82,8 @@ class TrainConfig(BaseModel):
         if self.pair_logits and not (self.entity_embeddings and self.mode == "rows"):
             raise ValueError("pair_logits needs entity_embeddings and mode 'rows': the pair term reads the entities' "
                              "pooled states, and a row's head is its prefix")
+        if self.pair_loss and not self.pair_logits:
+            raise ValueError("pair_loss trains the pair term: it needs pair_logits")
         return self
 
 

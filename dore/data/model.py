@@ -228,3 +228,11 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[Document]:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
                 yield Document.from_json(line, file=str(path), lineno=lineno).check(file=str(path))
+
+
+def candidate_pairs(doc: Document) -> list[tuple[int, int]]:
+    """The entity pairs a model scores: `candidates` if given, else every ordered pair; minus `excluded`."""
+    excluded = {tuple(p) for p in doc.excluded}
+    pairs = ([tuple(p) for p in doc.candidates] if doc.candidates is not None else
+             [(h, t) for h in range(len(doc.entities)) for t in range(len(doc.entities)) if h != t])
+    return [p for p in pairs if p not in excluded]

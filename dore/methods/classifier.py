@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from dore.config import TrainConfig
-from dore.data.model import DataError, Document, atomic_dir, atomic_write_text
+from dore.data.model import DataError, Document, atomic_dir, atomic_write_text, candidate_pairs
 from dore.extract import Predictions
 from dore.model.atlop import ATLOP, TH, at_loss, at_predict
 from dore.model.backbone import Backbone
@@ -74,14 +74,6 @@ def mention_starts(doc: Document, assignment: SlotAssignment, input_ids: Sequenc
             cursor += 1
         cursor += len(pieces)
     return starts
-
-
-def candidate_pairs(doc: Document) -> list[tuple[int, int]]:
-    """The pairs that are classified: `candidates` if given, else every ordered pair; minus `excluded`."""
-    excluded = {tuple(p) for p in doc.excluded}
-    pairs = ([tuple(p) for p in doc.candidates] if doc.candidates is not None else
-             [(h, t) for h in range(len(doc.entities)) for t in range(len(doc.entities)) if h != t])
-    return [p for p in pairs if p not in excluded]
 
 
 # --- the classifier --------------------------------------------------------------------------

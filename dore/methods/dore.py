@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from dore.config import DecodingConfig, TrainConfig
-from dore.data.model import Document
+from dore.data.model import Document, candidate_pairs
 from dore.extract import Extractor, Predictions
 from dore.methods.seq2seq import Example, collate, make_examples, param_groups, row_loss
 from dore.model.backbone import Backbone
@@ -46,6 +46,26 @@ def decoder_sequences(ex: Example, layout: IdLayout, sampling: SamplingConfig, m
     return seqs
 
 
+def pair_targets(examples: Sequence[Example], layout: IdLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pair term's dense targets (`TrainConfig.pair_loss`), in slots: multi-hot labels
+    [docs, n_slots, n_slots, n_relations + 1] (the last column NA: no gold relation) and the pairs
+    scored [docs, n_slots, n_slots] (each document's candidate pairs whose entities have slots)."""
+    n, n_relations = layout.n_slots, layout.n_relations
+    labels = torch.zeros(len(examples), n, n, n_relations + 1, dtype=torch.bool)
+    pairs = torch.zeros(len(examples), n, n, dtype=torch.bool)
+    for d, ex in enumerate(examples):
+        slot = ex.assignment.slot_of
+        for h, t in candidate_pairs(ex.doc):
+            if h in slot and t in slot:
+                pairs[d, slot[h], slot[t]] = True
+        for rel in ex.doc.relations:
+            h, t = rel.args
+            if h in slot and t in slot:
+                labels[d, slot[h], slot[t], layout.relation_code(rel.label) - n] = True
+    labels[..., n_relations] = ~labels[..., :n_relations].any(-1)
+    return labels, pairs
+
+
 class DoreMethod:
     """DORE's training contract (`dore.training.loop.Method`) plus dev prediction and saving."""
 
@@ -72,12 +92,16 @@ class DoreMethod:
 
     def collate(self, examples: Sequence[Example], epoch: int, counts: Counter) -> dict | None:
         n_prefix = len(self.prefix) + (self.cfg.mode == "rows")  # the row's head is given, not predicted
-        return collate([(ex, self.sequences(ex, epoch, counts)) for ex in examples], self.backbone.pad_id, n_prefix)
+        batch = collate([(ex, self.sequences(ex, epoch, counts)) for ex in examples], self.backbone.pad_id, n_prefix)
+        if batch is not None and self.cfg.pair_loss:
+            batch["pair_labels"], batch["pair_mask"] = pair_targets(examples, self.layout)
+        return batch
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, int]:
         symbol_ids = None if self.symbol_ids is None else self.symbol_ids.to(batch["input_ids"].device)
         return row_loss(model, batch, label_smoothing=self.cfg.label_smoothing, code_to_id=symbol_ids,
-                        bucket=self.cfg.group_by_length, chunk_length=self.cfg.chunk_length)
+                        bucket=self.cfg.group_by_length, chunk_length=self.cfg.chunk_length,
+                        pair_loss=self.cfg.pair_loss)
 
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
         return param_groups(self.model, cfg)

@@ -101,11 +101,13 @@ def length_buckets(lengths: torch.Tensor, ratio: float = 1.5) -> list[torch.Tens
 
 def row_loss(model, batch: dict, *, label_smoothing: float = 0.0,
              code_to_id: torch.Tensor | None = None, bucket: bool = False,
-             chunk_length: int | None = None) -> tuple[torch.Tensor, int]:
+             chunk_length: int | None = None, pair_loss: float = 0.0) -> tuple[torch.Tensor, int]:
     """Mean token cross-entropy of a collated batch, encoding each document once.
 
     `code_to_id`: take the softmax over these ids only (the symbol head); `bucket`: decode rows in
-    length buckets, each cut to its own longest row, instead of padding all to the longest.
+    length buckets, each cut to its own longest row, instead of padding all to the longest;
+    `pair_loss`: add this weight times the pair term's loss over every pair of the batch's documents
+    (`entities.dense_pair_loss`, on the same encoder states; the batch carries `pair_labels`, `pair_mask`).
     """
     if code_to_id is None and entities.of(model) is not None:
         raise ValueError("entity embeddings train with the symbol loss (symbol_loss=True)")
@@ -135,7 +137,13 @@ def row_loss(model, batch: dict, *, label_smoothing: float = 0.0,
                            decoder_input_ids=dec_in, decoder_attention_mask=dec_mask).logits
         loss, n = token_loss(logits, labels, label_smoothing)
         total, n_total = total + loss * n, n_total + n
-    return total / max(n_total, 1), n_total
+    mean = total / max(n_total, 1)
+    if pair_loss:
+        module = entities.of(model)
+        mean = mean + pair_loss * entities.dense_pair_loss(module, batch["input_ids"], hidden,
+                                                           code_to_id[:module.n_slots], batch["pair_labels"],
+                                                           batch["pair_mask"])
+    return mean, n_total
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, int]:

@@ -23,7 +23,9 @@ The classifier baselines score a pair this way; here the term joins the decoder'
 so the output is still a constrained, generated sequence. Its label layer starts at zero (the
 model starts as without it). `relation_logits` switches either part off at inference, to show
 what each contributes: "both" (default), "pair" (the pair term alone at relation positions)
-or "decoder" (no pair term).
+or "decoder" (no pair term). With `TrainConfig.pair_loss` the term is also trained alone on every
+entity pair of a document (`dense_pair_loss`), where the decoder only sees the pairs of its
+sampled rows.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 from transformers import EncoderDecoderModel, PreTrainedModel
+
+from dore.model.atlop import at_loss
 
 PREFIX = "dore_entities."
 PAIR_RANK = 256  # width of the pair term's bilinear form (ATLOP's grouped bilinear reads 768 x 64 features)
@@ -64,6 +68,26 @@ class PairScorer(nn.Module):
 
     def score(self, head_features: Tensor, tail_features: Tensor) -> Tensor:
         return self.label(head_features * tail_features)
+
+
+def dense_pair_loss(module: "EntityEmbeddings", source_ids: Tensor, encoder_hidden: Tensor, slot_ids: Tensor,
+                    labels: Tensor, pairs: Tensor) -> Tensor:
+    """ATLOP's adaptive-threshold loss of the pair term alone over every scored pair of each
+    document, NA as the threshold class: relations above NA, NA above the rest.
+
+    `labels` [docs, n_slots, n_slots, n_relations + 1] multi-hot (the last column NA), `pairs`
+    [docs, n_slots, n_slots] bool: the (head, tail) slot pairs scored; a slot whose markers were
+    truncated away has no pooled state and is left out."""
+    pooled = module.pooled(source_ids, encoder_hidden, slot_ids)
+    head, tail = module.pair.features(pooled)
+    present = (source_ids[..., None] == slot_ids).any(1)  # [docs, n_slots]
+    pairs = pairs & present[:, :, None] & present[:, None, :]
+    if not pairs.any():
+        return pooled.sum() * 0.0  # no pair: a zero that keeps the graph
+    docs, heads, tails = pairs.nonzero(as_tuple=True)
+    scores = module.pair.score(head[docs, heads], tail[docs, tails])  # [pairs, n_relations + 1]
+    target = labels[docs, heads, tails]
+    return at_loss(scores.roll(1, -1), target.roll(1, -1))  # NA first: at_loss thresholds at column 0
 
 
 class EntityEmbeddings(nn.Module):

@@ -167,3 +167,58 @@ def test_dore_predict_takes_the_ablation_and_int8(small, tmp_path):
     refused = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "docs.jsonl"), "-o", "-",
                                   "--relation-logits", "classifier"])
     assert refused.exit_code != 0 and "relation_logits must be one of" in str(refused.exception or refused.output)
+
+
+def test_pair_loss_needs_the_pair_term():
+    with pytest.raises(ValueError, match="pair_loss trains the pair term"):
+        TrainConfig(entity_embeddings=True, pair_loss=1.0)
+
+
+def test_pair_targets_cover_every_pair_of_each_document_in_slots(small):
+    """The dense targets hold each gold relation at its (head slot, tail slot), NA at every other
+    pair, and score every ordered pair of distinct entities."""
+    from collections import Counter
+
+    from dore.methods.dore import pair_targets
+
+    docs, layout = small
+    cfg = config(pair_logits=True, pair_loss=1.0)
+    method = DoreMethod(cfg, initial_backbone(cfg, layout), layout)
+    examples = method.examples(docs[:2], Counter())
+    labels, pairs = pair_targets(examples, layout)
+    na = layout.n_relations
+    for d, ex in enumerate(examples):
+        slot = ex.assignment.slot_of
+        gold = {(slot[r.head], slot[r.tail], layout.relation_code(r.label) - layout.n_slots) for r in ex.doc.relations}
+        assert gold and set(map(tuple, labels[d, ..., :na].nonzero().tolist())) == gold
+        n = len(ex.doc.entities)
+        assert int(pairs[d].sum()) == n * (n - 1)
+        related = {(h, t) for h, t, _ in gold}
+        assert all(bool(labels[d, h, t, na]) == ((h, t) not in related) for h, t in pairs[d].nonzero().tolist())
+
+
+def test_pair_loss_adds_the_dense_pair_term_to_the_row_loss(small):
+    """The switch adds exactly weight x the pair term's adaptive-threshold loss over every pair;
+    ignoring it leaves the row loss alone, which this test tells apart (the dense loss is > 0)."""
+    from collections import Counter
+
+    docs, layout = small
+    base_cfg, dense_cfg = config(pair_logits=True), config(pair_logits=True, pair_loss=0.5)
+    backbone = initial_backbone(base_cfg, layout)
+    with torch.no_grad():  # a trained-looking pair term, so the dense loss is not at its zero-init value
+        entities.of(backbone.model).pair.label.weight.normal_(0, 0.1)
+    base, dense = DoreMethod(base_cfg, backbone, layout), DoreMethod(dense_cfg, backbone, layout)
+    examples = base.examples(docs[:2], Counter())
+    batch = dense.collate(examples, 0, Counter())
+    assert "pair_labels" in batch and "pair_labels" not in base.collate(examples, 0, Counter())
+    backbone.model.eval()
+    with torch.no_grad():
+        row, n = base.loss(backbone.model, batch)
+        both, n_both = dense.loss(backbone.model, batch)
+        module = entities.of(backbone.model)
+        hidden = encode(backbone.model, batch["input_ids"], batch["attention_mask"])
+        slot_ids = torch.as_tensor(backbone.code_to_id)[:module.n_slots]
+        pair = entities.dense_pair_loss(module, batch["input_ids"], hidden, slot_ids, batch["pair_labels"],
+                                        batch["pair_mask"])
+    assert n == n_both and float(pair) > 0.1
+    assert float(both) == pytest.approx(float(row) + 0.5 * float(pair), rel=1e-5)
