@@ -152,6 +152,8 @@ class EntityParams(BaseModel):
     stride: int = Field(256, description="pieces between the starts of consecutive windows")
     mention_size: int = Field(128, description="width of the mention vectors of the antecedent scorer")
     coref_weight: float = Field(1.0, description="weight of the antecedent loss beside the tagging loss")
+    word_shapes: bool = Field(True, description="add a word-shape embedding (capitalisation, digits, "
+                              "sentence-initial) to the encoder's input: the uncased MiniLM cannot see case")
     train_chunk_words: int | None = Field(
         None, description="cut each training document into runs of whole sentences of at most this many words "
         "(long papers: a step reads a few windows, not the whole paper); dev and test read whole documents")

@@ -10,6 +10,11 @@
   read from the window where its first piece has the most context on both sides (the
   SQuAD "max context" rule); a word with no piece at all (whitespace) reads the next word's first
   piece (the previous one at the end).
+- **Word shapes**: the MiniLM tokenizer lowercases, which hides the capitalisation that tells a
+  name ("Apple", "US") from a word ("apple", "us"). Each word gets a shape class (`word_shape`:
+  lower, Title, UPPER, mixed, digits, letters+digits, other; split by sentence-initial or not, since
+  a capital there says little), carried by every one of its pieces (`Windows.shapes`, 0 on special
+  tokens) so the encoder can contextualise it (`dore.entities.model.EntityModel`).
 """
 
 from __future__ import annotations
@@ -66,26 +71,57 @@ class Windows:
     window_of: list[int]
     positions: list[int]
     n_pieces: int
+    shapes: list[list[int]]  # per piece of `ids`: its word's shape class (0: special token)
 
     @property
     def input_ids(self) -> list[int]:  # the training loop batches documents by this length
         return [i for w in self.ids for i in w]
 
 
-def make_windows(tokenizer: PreTrainedTokenizerBase, words: Sequence[str], window: int, stride: int) -> Windows:
-    """Cut the document's pieces into framed windows of at most `window` ids (see the module docstring)."""
+SHAPES = ("lower", "title", "upper", "mixed", "digits", "alnum", "other")
+N_SHAPES = 1 + 2 * len(SHAPES)  # 0: no word (special tokens); then each shape, not and then sentence-initial
+
+
+def word_shape(word: str, sentence_initial: bool = False) -> int:
+    """The word's shape class in 1..N_SHAPES-1 (see the module docstring)."""
+    letters = [c for c in word if c.isalpha()]
+    digits = any(c.isdigit() for c in word)
+    if letters and digits:
+        shape = "alnum"
+    elif digits:
+        shape = "digits"
+    elif not letters:
+        shape = "other"
+    elif all(c.islower() for c in letters):
+        shape = "lower"
+    elif all(c.isupper() for c in letters):
+        shape = "upper" if len(letters) > 1 else "title"
+    elif letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        shape = "title"
+    else:
+        shape = "mixed"
+    return 1 + SHAPES.index(shape) + len(SHAPES) * int(sentence_initial)
+
+
+def make_windows(tokenizer: PreTrainedTokenizerBase, words: Sequence[str], window: int, stride: int,
+                 shapes: Sequence[int] | None = None) -> Windows:
+    """Cut the document's pieces into framed windows of at most `window` ids (see the module
+    docstring); `shapes` (one per word, default none) are spread over each word's pieces."""
     prefix, suffix = special_frame(tokenizer)
     body = window - len(prefix) - len(suffix)
     if body < 2 or not 0 < stride <= body:
         raise ValueError(f"window {window} and stride {stride}: need 0 < stride <= window minus the special tokens")
     pieces = word_pieces(tokenizer, words)
     flat: list[int] = []
+    flat_shapes: list[int] = []
     first: list[int | None] = []
-    for word in pieces:
+    for i, word in enumerate(pieces):
         first.append(len(flat) if word else None)
         flat.extend(word)
+        flat_shapes.extend([shapes[i] if shapes is not None else 0] * len(word))
     if not flat:  # a document of whitespace only: one window with the unknown token
         flat = [tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.pad_token_id]
+        flat_shapes = [0]
     starts = [0]
     while starts[-1] + body < len(flat):
         starts.append(starts[-1] + stride)
@@ -96,7 +132,9 @@ def make_windows(tokenizer: PreTrainedTokenizerBase, words: Sequence[str], windo
                                                       if starts[w] <= p < starts[w] + body else -1, -w))
         window_of.append(best)
         positions.append(len(prefix) + p - starts[best])
-    return Windows([prefix + flat[s: s + body] + suffix for s in starts], window_of, positions, len(flat))
+    frame = ([0] * len(prefix), [0] * len(suffix))
+    return Windows([prefix + flat[s: s + body] + suffix for s in starts], window_of, positions, len(flat),
+                   [frame[0] + flat_shapes[s: s + body] + frame[1] for s in starts])
 
 
 def _fill_empty(first: list[int | None], n: int) -> list[int]:

@@ -12,12 +12,18 @@
   dummy antecedent scores 0. Trained on gold mentions with the marginal log-likelihood of the gold
   antecedents; at inference each predicted mention links to its best antecedent when that scores
   above the dummy.
+- **Word shapes** (`word_shapes`): a shape embedding (`dore.entities.encoder.word_shape`) added to
+  each piece's input embedding, as a second token-type embedding would be, so the uncased encoder
+  reads capitalisation in context. Zero-initialised: training starts from the pretrained encoder
+  unchanged.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from dore.entities.encoder import N_SHAPES
 
 N_FEATURES = 10  # dore.entities.coref.pair_features
 
@@ -32,11 +38,14 @@ PAIRS_PER_BLOCK = 1 << 16  # mention pairs scored at once (memory: pairs x pair-
 
 class EntityModel(nn.Module):
     def __init__(self, encoder: nn.Module, n_types: int, *, mention_size: int = 128, type_size: int = 32,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, word_shapes: bool = False):
         super().__init__()
         hidden = hidden_size(encoder)
         self.n_types, self.mention_size, self.type_size = n_types, mention_size, type_size
         self.encoder = encoder
+        self.shape_embedding = nn.Embedding(N_SHAPES, hidden, padding_idx=0) if word_shapes else None
+        if self.shape_embedding is not None:
+            nn.init.zeros_(self.shape_embedding.weight)
         self.dropout = nn.Dropout(dropout)
         self.tagger = nn.Linear(hidden, 1 + 2 * n_types)
         self.type_embedding = nn.Embedding(n_types + 1, type_size)  # the last row: no type
@@ -44,9 +53,19 @@ class EntityModel(nn.Module):
         self.pair = nn.Sequential(nn.Linear(3 * mention_size + N_FEATURES, mention_size), nn.GELU(),
                                   nn.Linear(mention_size, 1))
 
-    def word_states(self, input_ids: Tensor, attention_mask: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
-        """[words, hidden]: each word's state at its first piece in its window."""
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    @property
+    def word_shapes(self) -> bool:
+        return self.shape_embedding is not None
+
+    def word_states(self, input_ids: Tensor, attention_mask: Tensor, rows: Tensor, positions: Tensor,
+                    shapes: Tensor | None = None) -> Tensor:
+        """[words, hidden]: each word's state at its first piece in its window; `shapes` [windows,
+        pieces] the pieces' shape classes (read only with `word_shapes`)."""
+        if self.shape_embedding is None:
+            states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            embeds = self.encoder.get_input_embeddings()(input_ids) + self.shape_embedding(shapes)
+            states = self.encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
         return self.dropout(states[rows, positions])
 
     def tag_logits(self, words: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ from dore.coref.string_match import StringMatch
 from dore.data.model import DataError, Document, atomic_dir, atomic_write_text
 from dore.entities.coref import (COREF_BACKENDS, PredictedMention, assemble, learned_clusters, pair_features,
                                  string_match_clusters)
-from dore.entities.encoder import Windows, build_encoder, load_encoder, make_windows, max_positions
+from dore.entities.encoder import Windows, build_encoder, load_encoder, make_windows, max_positions, word_shape
 from dore.entities.model import EntityModel, allowed_transitions, antecedent_loss, viterbi
 
 CONFIG_FILE = "entities.json"
@@ -75,20 +75,22 @@ class EntityRecognizer:
 
     @classmethod
     def new(cls, backbone: str, types: Sequence[str], *, window: int = 512, stride: int = 256,
-            mention_size: int = 128, seed: int = 0) -> "EntityRecognizer":
+            mention_size: int = 128, word_shapes: bool = True, seed: int = 0) -> "EntityRecognizer":
         """A fresh recognizer on a backbone's encoder (heads seeded with `seed`); `window` is capped
         at the encoder's positions."""
         encoder, tokenizer, spec = load_encoder(backbone, seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = EntityModel(encoder, len(types), mention_size=mention_size)
+            model = EntityModel(encoder, len(types), mention_size=mention_size, word_shapes=word_shapes)
         window = min(window, max_positions(encoder) or window)
         return cls(model, tokenizer, sorted(types), spec, window=window, stride=min(stride, window - 2))
 
     # --- examples ----------------------------------------------------------------------------
     def example(self, doc: Document, counts: Counter | None = None, *, gold: bool = False) -> EntityExample:
         """The encoder input of a document; with `gold`, its tags and gold mentions as training targets."""
-        ex = EntityExample(doc, make_windows(self.tokenizer, doc.tokens, self.window, self.stride),
+        sentence_starts = {s for s, _ in doc.sentences}
+        shapes = [word_shape(w, i in sentence_starts) for i, w in enumerate(doc.tokens)]
+        ex = EntityExample(doc, make_windows(self.tokenizer, doc.tokens, self.window, self.stride, shapes),
                            sentence_of_words(doc))
         if counts is not None:
             counts["documents_longer_than_one_window"] += int(len(ex.windows.ids) > 1)
@@ -126,6 +128,7 @@ class EntityRecognizer:
         """The windows of all documents as one padded batch, and where each word is read."""
         windows = [torch.tensor(w) for ex in examples for w in ex.windows.ids]
         ids = pad_sequence(windows, batch_first=True, padding_value=self.tokenizer.pad_token_id)
+        shapes = pad_sequence([torch.tensor(w) for ex in examples for w in ex.windows.shapes], batch_first=True)
         lengths = torch.tensor([len(w) for w in windows])
         rows, positions, first = [], [], 0
         for ex in examples:
@@ -133,7 +136,7 @@ class EntityRecognizer:
             positions += ex.windows.positions
             first += len(ex.windows.ids)
         return {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long(),
-                "rows": torch.tensor(rows), "positions": torch.tensor(positions),
+                "rows": torch.tensor(rows), "positions": torch.tensor(positions), "shapes": shapes,
                 "word_counts": [len(ex.doc.tokens) for ex in examples]}
 
     def training_batch(self, examples: Sequence[EntityExample]) -> dict:
@@ -147,7 +150,8 @@ class EntityRecognizer:
     def loss(model: EntityModel, batch: dict, coref_weight: float = 1.0) -> tuple[Tensor, Tensor]:
         """(tag loss, antecedent loss) of a training batch: cross-entropy per word, the antecedent
         loss averaged over documents with at least two gold mentions (0 when there is none)."""
-        words = model.word_states(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["positions"])
+        words = model.word_states(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["positions"],
+                                  batch["shapes"])
         tag_loss = torch.nn.functional.cross_entropy(model.tag_logits(words), batch["tags"])
         coref_losses, offset = [], 0
         for n, spans, types, cluster, features in zip(batch["word_counts"], batch["spans"], batch["span_types"],
@@ -181,7 +185,7 @@ class EntityRecognizer:
             examples = [self.example(doc) for doc in docs[first: first + batch_docs]]
             batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.collate(examples).items()}
             words = self.model.word_states(batch["input_ids"], batch["attention_mask"], batch["rows"],
-                                           batch["positions"])
+                                           batch["positions"], batch["shapes"])
             log_probs = self.model.tag_logits(words).log_softmax(-1).float().cpu()
             offset = 0
             for ex in examples:
@@ -242,7 +246,7 @@ class EntityRecognizer:
             atomic_write_text(tmp / CONFIG_FILE, json.dumps(
                 {"types": self.types, "encoder": self.encoder_spec, "window": self.window, "stride": self.stride,
                  "mention_size": self.model.mention_size, "type_size": self.model.type_size,
-                 "default_coref": self.default_coref, "card": self.card}, indent=1, default=str))
+                 "word_shapes": self.model.word_shapes, "default_coref": self.default_coref, "card": self.card}, indent=1, default=str))
         return Path(directory)
 
     @classmethod
@@ -252,7 +256,8 @@ class EntityRecognizer:
             raise FileNotFoundError(f"{directory} is not a saved entity recognizer (no {CONFIG_FILE})")
         config = json.loads((directory / CONFIG_FILE).read_text())
         model = EntityModel(build_encoder(config["encoder"]), len(config["types"]),
-                            mention_size=config["mention_size"], type_size=config["type_size"])
+                            mention_size=config["mention_size"], type_size=config["type_size"],
+                            word_shapes=config.get("word_shapes", False))  # saved before shapes: none
         load_model(model, str(directory / WEIGHTS_FILE))
         model.eval()
         return cls(model, AutoTokenizer.from_pretrained(directory), config["types"], config["encoder"],

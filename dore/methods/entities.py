@@ -64,7 +64,8 @@ class EntityMethod:
         cfg = params.train
         self.params = params
         self.recognizer = EntityRecognizer.new(cfg.backbone, types, window=params.window, stride=params.stride,
-                                               mention_size=params.mention_size, seed=cfg.seed)
+                                               mention_size=params.mention_size,
+                                               word_shapes=params.word_shapes, seed=cfg.seed)
         self.model = self.recognizer.model
 
     def examples(self, docs: Sequence[Document], counts: Counter) -> list[EntityExample]:

@@ -7,7 +7,7 @@ import torch
 from dore.data.model import Document
 from dore.entities.coref import (PredictedMention, assemble, learned_clusters, pair_features,
                                  string_match_clusters)
-from dore.entities.encoder import make_windows
+from dore.entities.encoder import N_SHAPES, make_windows, word_shape
 from dore.entities.model import allowed_transitions, antecedent_loss, viterbi
 from dore.model.inputs import special_frame, word_pieces
 from dore.model.tiny import tiny_tokenizer
@@ -95,3 +95,32 @@ def test_windows_cover_every_word_of_a_long_document(family):
         position = windows.positions[i]
         assert len(prefix) <= position < len(ids) - len(suffix)
         assert ids[position] == word[0]
+
+
+@pytest.mark.parametrize("word, shape", [("paris", "lower"), ("Paris", "title"), ("A", "title"), ("UN", "upper"),
+                                         ("iPhone", "mixed"), ("McDonald's", "mixed"), ("1999", "digits"),
+                                         ("3.5", "digits"), ("F-16", "alnum"), (",", "other"), ("Éire", "title")])
+def test_word_shapes_see_what_an_uncased_tokenizer_hides(word, shape):
+    from dore.entities.encoder import SHAPES
+    assert word_shape(word) == 1 + SHAPES.index(shape)
+    assert word_shape(word, sentence_initial=True) == 1 + SHAPES.index(shape) + len(SHAPES)
+    assert 0 < word_shape(word, True) < N_SHAPES
+
+
+def test_every_piece_carries_its_words_shape_and_special_tokens_none():
+    tokenizer = tiny_tokenizer("bart")
+    words = ("The Quick brown FOX near Paris in 1999 . " * 6).split()
+    shapes = [word_shape(w, i == 0) for i, w in enumerate(words)]
+    windows = make_windows(tokenizer, words, window=20, stride=8, shapes=shapes)
+    prefix, suffix = special_frame(tokenizer)
+    pieces = word_pieces(tokenizer, words)
+    assert [len(s) for s in windows.shapes] == [len(w) for w in windows.ids]
+    for i, word in enumerate(pieces):
+        w, p = windows.window_of[i], windows.positions[i]
+        assert windows.shapes[w][p: p + len(word)][:1] == [shapes[i]]
+    for s in windows.shapes:
+        assert s[:len(prefix)] == [0] * len(prefix) and s[len(s) - len(suffix):] == [0] * len(suffix)
+    flat = [x for s in windows.shapes for x in s[len(prefix): len(s) - len(suffix)]]
+    assert 0 not in flat  # every body piece belongs to a word
+    assert make_windows(tokenizer, words, window=20, stride=8).shapes[0][len(prefix):-len(suffix) or None] == \
+        [0] * (len(windows.ids[0]) - len(prefix) - len(suffix))  # no shapes given: none

@@ -4,6 +4,7 @@ saved (safetensors, no pickle), reloaded, and reading documents with no entity i
 import json
 
 import pytest
+import torch
 
 from dore.config import EntityParams, TrainConfig
 from dore.data.model import Entity, Mention
@@ -47,6 +48,29 @@ def test_saved_recognizer_reloads_without_pickle_and_predicts_the_same(trained):
     docs = [blind(d) for d in fixture_docs("test")]
     for backend in COREF_BACKENDS:
         assert reloaded.recognize(docs, coref=backend) == recognizer.recognize(docs, coref=backend)
+
+
+def test_word_shapes_reach_the_encoder_and_old_recognizers_load_without_them(trained, tmp_path):
+    recognizer, directory, _ = trained
+    assert recognizer.model.word_shapes and json.loads((directory / "entities.json").read_text())["word_shapes"]
+    doc = blind(fixture_docs("test")[0])
+    batch = recognizer.collate([recognizer.example(doc)])
+    assert batch["shapes"].shape == batch["input_ids"].shape and batch["shapes"].max() > 0
+    model = recognizer.model.eval()
+    args = (batch["input_ids"], batch["attention_mask"], batch["rows"], batch["positions"])
+    with torch.no_grad():
+        states = model.word_states(*args, batch["shapes"])
+        lowered = model.word_states(*args, torch.where(batch["shapes"] > 0, 1, 0))  # every word "lower"
+    assert not torch.allclose(states, lowered)  # trained shape embeddings change what the encoder reads
+
+    old = EntityRecognizer.new("tiny-bart", recognizer.types, window=64, stride=32, word_shapes=False)
+    old.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "entities.json").read_text())
+    del config["word_shapes"]  # as saved before shapes existed
+    (tmp_path / "old" / "entities.json").write_text(json.dumps(config))
+    reloaded = EntityRecognizer.from_pretrained(tmp_path / "old")
+    assert not reloaded.model.word_shapes
+    assert reloaded.recognize([doc]) == old.recognize([doc])
 
 
 def test_predicted_entities_are_well_formed(trained):
