@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     pair_logits: bool = Field(False, description="pair-aware relation logits: where the decoder writes a pair's "
                               "relation, add a bilinear score of the head and tail entities' pooled encoder states "
                               "(dore.model.entities.PairScorer; rows mode, binary relations, with entity_embeddings)")
+    pair_scorer: Literal["low-rank", "atlop"] = Field(
+        "low-rank", description="the pair term's representation: low-rank (mean marker state, rank-256 bilinear) or "
+        "atlop (logsumexp of the marker states, group bilinear over blocks of 64; needs pair_logits)")
     pair_loss: float = Field(0.0, ge=0.0, description="weight of an adaptive-threshold loss (ATLOP's, NA as the "
                              "threshold) on the pair term alone over every entity pair of each document, not only "
                              "the pairs of the sampled rows; 0: off (needs pair_logits)")
@@ -82,6 +85,8 @@ class TrainConfig(BaseModel):
         if self.pair_logits and not (self.entity_embeddings and self.mode == "rows"):
             raise ValueError("pair_logits needs entity_embeddings and mode 'rows': the pair term reads the entities' "
                              "pooled states, and a row's head is its prefix")
+        if self.pair_scorer != "low-rank" and not self.pair_logits:
+            raise ValueError("pair_scorer chooses the pair term's representation: it needs pair_logits")
         if self.pair_loss and not self.pair_logits:
             raise ValueError("pair_loss trains the pair term: it needs pair_logits")
         return self

@@ -99,7 +99,8 @@ class SymbolHead:
             raise ValueError("a model with entity embeddings needs the source ids to decode")
         pooled = self.entities.pooled(source_ids, encoder_hidden, self.code_to_id[:self.entities.n_slots])
         table = self.entities.project(pooled)  # per document, then gathered per row
-        features = None if self.entities.pair is None else self.entities.pair.features(pooled)
+        features = None if self.entities.pair is None else self.entities.pair.features(
+            self.entities.pair_pooled(source_ids, encoder_hidden, self.code_to_id[:self.entities.n_slots], pooled))
         if row_doc is not None:
             table = table.index_select(0, row_doc)
             features = None if features is None else tuple(f.index_select(0, row_doc) for f in features)
@@ -118,9 +119,10 @@ class SymbolHead:
         """The pair term [rows, T, n_labels] of each row's (head, tail at each position); 0 where no tail."""
         head_features, tail_features = features
         rows = torch.arange(len(head_slot), device=head_slot.device)
-        head = head_features[rows, head_slot][:, None]
+        maps = self.entities.pair.maps(head_features[rows, head_slot])  # [rows, K, n_labels]: one per row
         tail = tail_features[rows[:, None], tail_slot.clamp(min=0)]
-        return self.entities.pair.score(head, tail) * (tail_slot >= 0)[..., None].to(tail.dtype)
+        scores = torch.bmm(tail, maps) + self.entities.pair.label_bias
+        return scores * (tail_slot >= 0)[..., None].to(tail.dtype)
 
     def forward(self, encoder_hidden: Tensor, encoder_attention_mask: Tensor, decoder_input_ids: Tensor,
                 decoder_attention_mask: Tensor, row_doc: Tensor | None = None,

@@ -109,8 +109,8 @@ def load_trained(directory: str | os.PathLike, layout: IdLayout) -> Backbone:
                         f"(first: {missing[0]!r}); was this model trained with another layout?",
                         file=directory, field="tokenizer")
     if entity_state:
-        pair_labels, pair_rank = entities.saved_pair_shape(entity_state)
-        entities.attach(model, layout.n_slots, pair_labels, pair_rank).load_state_dict(entity_state)
+        pair_labels, pair_rank, pair_kind = entities.saved_pair_shape(entity_state)
+        entities.attach(model, layout.n_slots, pair_labels, pair_rank, pair_kind).load_state_dict(entity_state)
     return _backbone(model, tokenizer, _family(model), layout)
 
 
@@ -291,6 +291,6 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
         if cfg.pair_logits and module.pair is None:
             with torch.random.fork_rng(devices=[]):  # the run's RNG stream stays that of the run without it
                 torch.manual_seed(cfg.seed)
-                module.pair = entities.PairScorer(module.project.in_features, layout.n_relations + 1).to(
-                    backbone.model.device)
+                module.pair = entities.PairScorer(module.project.in_features, layout.n_relations + 1,
+                                                  kind=cfg.pair_scorer).to(backbone.model.device)
     return backbone

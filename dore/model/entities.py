@@ -25,7 +25,9 @@ model starts as without it). `relation_logits` switches either part off at infer
 what each contributes: "both" (default), "pair" (the pair term alone at relation positions)
 or "decoder" (no pair term). With `TrainConfig.pair_loss` the term is also trained alone on every
 entity pair of a document (`dense_pair_loss`), where the decoder only sees the pairs of its
-sampled rows.
+sampled rows. `TrainConfig.pair_scorer` chooses the pair representation: "low-rank" (the mean
+marker state, a rank-256 bilinear form) or "atlop" (ATLOP's, without its context pooling: the
+logsumexp of the marker states and a group bilinear form over blocks of 64).
 """
 
 from __future__ import annotations
@@ -51,23 +53,74 @@ RELATION_LOGITS = ("both", "pair", "decoder")
 _READING: ContextVar[tuple[Tensor, Tensor] | None] = ContextVar("dore_entity_reading", default=None)
 
 
-class PairScorer(nn.Module):
-    """Relation logits of (head, tail) pairs from their pooled encoder states: a bilinear form of
-    rank `rank`, tanh(W_h h) * tanh(W_t t) read by one linear layer over the relation labels."""
+PAIR_SCORERS = ("low-rank", "atlop")
+PAIR_BLOCK = 64  # ATLOP's group bilinear block size
 
-    def __init__(self, encoder_dim: int, n_labels: int, rank: int = PAIR_RANK):
+
+class PairScorer(nn.Module):
+    """Relation logits of (head, tail) pairs from their pooled encoder states.
+
+    - "low-rank": tanh(W_h h) * tanh(W_t t) of width `rank`, read by one linear layer;
+    - "atlop": z_h = tanh(W_h h), z_t = tanh(W_t t) of the encoder's width, cut into blocks of 64,
+      and score_r = sum over blocks g of z_h[g]' B_r[g] z_t[g] + b_r (ATLOP's group bilinear).
+
+    Both are bilinear in the head and tail features, so a head's `maps` [..., K, n_labels] are
+    computed once and each tail reads them with one product (`score`); the outer products of the
+    group bilinear are never materialised. The label weights start at zero: the model starts as
+    without the term."""
+
+    def __init__(self, encoder_dim: int, n_labels: int, rank: int = PAIR_RANK, kind: str = "low-rank"):
         super().__init__()
-        self.head, self.tail = nn.Linear(encoder_dim, rank), nn.Linear(encoder_dim, rank)
-        self.label = nn.Linear(rank, n_labels)
-        nn.init.zeros_(self.label.weight)
-        nn.init.zeros_(self.label.bias)
+        if kind not in PAIR_SCORERS:
+            raise ValueError(f"pair scorer {kind!r}; choose one of {', '.join(PAIR_SCORERS)}")
+        self.kind = kind
+        if kind == "low-rank":
+            self.head, self.tail = nn.Linear(encoder_dim, rank), nn.Linear(encoder_dim, rank)
+            self.label = nn.Linear(rank, n_labels)
+            nn.init.zeros_(self.label.weight)
+            nn.init.zeros_(self.label.bias)
+        else:
+            if encoder_dim % PAIR_BLOCK:
+                raise ValueError(f"the atlop pair scorer cuts {encoder_dim} features into blocks of {PAIR_BLOCK}")
+            self.head, self.tail = nn.Linear(encoder_dim, encoder_dim), nn.Linear(encoder_dim, encoder_dim)
+            self.bilinear = nn.Parameter(torch.zeros(encoder_dim // PAIR_BLOCK, PAIR_BLOCK, PAIR_BLOCK, n_labels))
+            self.bias = nn.Parameter(torch.zeros(n_labels))
 
     def features(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
-        """Each slot's head and tail features [docs, n_slots, rank], computed once per document."""
+        """Each slot's head and tail features [docs, n_slots, K], computed once per document."""
         return torch.tanh(self.head(pooled)), torch.tanh(self.tail(pooled))
 
+    def maps(self, head_features: Tensor) -> Tensor:
+        """[..., K, n_labels]: what a head's features make of a tail's (see `score`)."""
+        if self.kind == "low-rank":
+            return head_features[..., None] * self.label.weight.t()
+        blocks = head_features.unflatten(-1, (-1, PAIR_BLOCK))  # [..., G, B]
+        return torch.einsum("...gb,gbcl->...gcl", blocks, self.bilinear).flatten(-3, -2)
+
+    @property
+    def label_bias(self) -> Tensor:
+        return self.label.bias if self.kind == "low-rank" else self.bias
+
     def score(self, head_features: Tensor, tail_features: Tensor) -> Tensor:
-        return self.label(head_features * tail_features)
+        """[..., n_labels] for heads and tails of the same shape [..., K]."""
+        return (tail_features.unsqueeze(-2) @ self.maps(head_features)).squeeze(-2) + self.label_bias
+
+
+def logsumexp_pooled(source_ids: Tensor, encoder_hidden: Tensor, slot_ids: Tensor) -> Tensor:
+    """[docs, n_slots, H]: the logsumexp of the encoder states at each slot's markers (ATLOP's
+    entity embedding), 0 for a slot without markers; over the markers only, never a dense
+    [docs, n_slots, S, H] tensor."""
+    docs, _, hidden = encoder_hidden.shape
+    n = len(slot_ids)
+    doc, position, slot = (source_ids[..., None] == slot_ids).nonzero(as_tuple=True)
+    values = encoder_hidden[doc, position]  # [markers, H]
+    group = (doc * n + slot)[:, None].expand_as(values)
+    peak = values.new_full((docs * n, hidden), float("-inf")).scatter_reduce(0, group, values.detach(), "amax")
+    peak = torch.where(torch.isinf(peak), torch.zeros_like(peak), peak)
+    summed = values.new_zeros(docs * n, hidden).index_add(0, doc * n + slot, (values - peak[group[:, 0]]).exp())
+    present = summed > 0
+    pooled = torch.where(present, summed.clamp(min=1e-30).log() + peak, torch.zeros_like(summed))
+    return pooled.view(docs, n, hidden)
 
 
 def dense_pair_loss(module: "EntityEmbeddings", source_ids: Tensor, encoder_hidden: Tensor, slot_ids: Tensor,
@@ -78,27 +131,28 @@ def dense_pair_loss(module: "EntityEmbeddings", source_ids: Tensor, encoder_hidd
     `labels` [docs, n_slots, n_slots, n_relations + 1] multi-hot (the last column NA), `pairs`
     [docs, n_slots, n_slots] bool: the (head, tail) slot pairs scored; a slot whose markers were
     truncated away has no pooled state and is left out."""
-    pooled = module.pooled(source_ids, encoder_hidden, slot_ids)
-    head, tail = module.pair.features(pooled)
+    head, tail = module.pair.features(module.pair_pooled(source_ids, encoder_hidden, slot_ids))
     present = (source_ids[..., None] == slot_ids).any(1)  # [docs, n_slots]
     pairs = pairs & present[:, :, None] & present[:, None, :]
     if not pairs.any():
-        return pooled.sum() * 0.0  # no pair: a zero that keeps the graph
+        return head.sum() * 0.0  # no pair: a zero that keeps the graph
+    # every (head, tail) of a document at once: the heads' maps once, not once per pair
+    grid = torch.einsum("dtk,dhkl->dhtl", tail, module.pair.maps(head)) + module.pair.label_bias
     docs, heads, tails = pairs.nonzero(as_tuple=True)
-    scores = module.pair.score(head[docs, heads], tail[docs, tails])  # [pairs, n_relations + 1]
+    scores = grid[docs, heads, tails]  # [pairs, n_relations + 1]
     target = labels[docs, heads, tails]
     return at_loss(scores.roll(1, -1), target.roll(1, -1))  # NA first: at_loss thresholds at column 0
 
 
 class EntityEmbeddings(nn.Module):
     def __init__(self, encoder_dim: int, decoder_dim: int, n_slots: int, pair_labels: int | None = None,
-                 pair_rank: int = PAIR_RANK):
+                 pair_rank: int = PAIR_RANK, pair_kind: str = "low-rank"):
         super().__init__()
         self.n_slots = n_slots
         self.project = nn.Linear(encoder_dim, decoder_dim)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
-        self.pair = None if pair_labels is None else PairScorer(encoder_dim, pair_labels, pair_rank)
+        self.pair = None if pair_labels is None else PairScorer(encoder_dim, pair_labels, pair_rank, pair_kind)
         self.relation_logits = "both"  # an inference switch (module doc), never saved
 
     def pooled(self, source_ids: Tensor, encoder_hidden: Tensor, slot_ids: Tensor) -> Tensor:
@@ -107,6 +161,14 @@ class EntityEmbeddings(nn.Module):
         marks = (source_ids[..., None] == slot_ids).to(encoder_hidden.dtype)  # [docs, S, n_slots]
         summed = torch.einsum("dsn,dsh->dnh", marks, encoder_hidden)
         return summed / marks.sum(1).clamp(min=1)[..., None]
+
+    def pair_pooled(self, source_ids: Tensor, encoder_hidden: Tensor, slot_ids: Tensor,
+                    mean: Tensor | None = None) -> Tensor:
+        """What the pair term reads of each slot: `pooled` (given as `mean` when already computed),
+        or the logsumexp for the "atlop" scorer."""
+        if self.pair is not None and self.pair.kind == "atlop":
+            return logsumexp_pooled(source_ids, encoder_hidden, slot_ids)
+        return self.pooled(source_ids, encoder_hidden, slot_ids) if mean is None else mean
 
     def table(self, source_ids: Tensor, encoder_hidden: Tensor, slot_ids: Tensor) -> Tensor:
         """[docs, n_slots, decoder_dim]: the projected `pooled` states."""
@@ -127,12 +189,12 @@ def _dims(model: PreTrainedModel) -> tuple[int, int]:
 
 
 def attach(model: PreTrainedModel, n_slots: int, pair_labels: int | None = None,
-           pair_rank: int = PAIR_RANK) -> EntityEmbeddings:
+           pair_rank: int = PAIR_RANK, pair_kind: str = "low-rank") -> EntityEmbeddings:
     """Give `model` document-aware entity symbols (idempotent); returns the module. `pair_labels`:
     with pair-aware relation logits over that many labels (relations and NA)."""
     module = of(model)
     if module is None:
-        module = EntityEmbeddings(*_dims(model), n_slots, pair_labels, pair_rank).to(model.device)
+        module = EntityEmbeddings(*_dims(model), n_slots, pair_labels, pair_rank, pair_kind).to(model.device)
         model.dore_entities = module  # a submodule: parameters, state_dict, .to() follow it
     embeddings = model.get_decoder().get_input_embeddings()
     if not getattr(embeddings, "_dore_entity_hook", False):
@@ -181,12 +243,14 @@ def slot_lookup(code_to_id: Tensor, n_slots: int, vocab_size: int) -> Tensor:
     return lookup
 
 
-def saved_pair_shape(state: dict[str, Tensor]) -> tuple[int | None, int]:
-    """(labels, rank) of the pair term in a saved module's `state`; labels None: saved without it."""
+def saved_pair_shape(state: dict[str, Tensor]) -> tuple[int | None, int, str]:
+    """(labels, rank, kind) of the pair term in a saved module's `state`; labels None: saved without it."""
+    if "pair.bilinear" in state:
+        return state["pair.bilinear"].shape[-1], state["pair.head.weight"].shape[0], "atlop"
     if "pair.label.weight" not in state:
-        return None, PAIR_RANK
+        return None, PAIR_RANK, "low-rank"
     labels, rank = state["pair.label.weight"].shape
-    return labels, rank
+    return labels, rank, "low-rank"
 
 
 def saved_state(directory: str | Path) -> dict[str, Tensor]:

@@ -53,19 +53,64 @@ def test_the_pair_term_starts_at_zero(small):
     assert extractor(with_pair, layout).extract(docs[:2]) == extractor(without, layout).extract(docs[:2])
 
 
-def test_the_pair_term_trains_saves_and_reloads(small, tmp_path):
+def label_weights(pair: entities.PairScorer) -> torch.Tensor:
+    """The weights that start at zero: the low-rank label layer, or the group bilinear form."""
+    return pair.label.weight if pair.kind == "low-rank" else pair.bilinear
+
+
+@pytest.mark.parametrize("scorer", entities.PAIR_SCORERS)
+def test_the_pair_term_trains_saves_and_reloads(small, tmp_path, scorer):
     docs, layout = small
-    cfg = config(pair_logits=True)
+    cfg = config(pair_logits=True, pair_scorer=scorer)
     backbone = initial_backbone(cfg, layout)
     train(cfg, DoreMethod(cfg, backbone, layout), docs[:4], tmp_path / "train")
     pair = entities.of(backbone.model).pair
-    assert float(pair.label.weight.detach().abs().sum()) > 0  # zero at the start: the loss reached it
+    assert pair.kind == scorer
+    assert float(label_weights(pair).detach().abs().sum()) > 0  # zero at the start: the loss reached it
     trained = extractor(backbone, layout)
     trained.save_pretrained(tmp_path / "model")
     reloaded = Extractor.from_pretrained(tmp_path / "model")
     restored = entities.of(reloaded.backbone.model).pair
-    assert restored is not None and torch.equal(restored.label.weight, pair.label.weight)
+    assert restored is not None and restored.kind == scorer
+    assert torch.equal(label_weights(restored), label_weights(pair))
     assert reloaded.extract(docs[:2]) == trained.extract(docs[:2])
+
+
+def test_the_scorers_compute_their_bilinear_forms():
+    """Against the forms written out: the low-rank label(tanh(h) * tanh(t)), and ATLOP's group
+    bilinear, a linear layer over the flattened per-block outer products."""
+    torch.manual_seed(0)
+    h, t = torch.randn(5, 128), torch.randn(5, 128)
+    low = entities.PairScorer(128, 7, rank=16)
+    torch.nn.init.normal_(low.label.weight)
+    torch.nn.init.normal_(low.label.bias)
+    zh, zt = low.features(h)[0], low.features(t)[1]
+    torch.testing.assert_close(low.score(zh, zt), low.label(zh * zt))
+    atlop = entities.PairScorer(128, 7, kind="atlop")
+    torch.nn.init.normal_(atlop.bilinear)
+    torch.nn.init.normal_(atlop.bias)
+    zh, zt = atlop.features(h)[0], atlop.features(t)[1]
+    outer = (zh.view(5, 2, 64, 1) * zt.view(5, 2, 1, 64)).flatten(1)  # [pairs, 2 * 64 * 64]
+    torch.testing.assert_close(atlop.score(zh, zt), outer @ atlop.bilinear.reshape(-1, 7) + atlop.bias,
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="blocks of 64"):
+        entities.PairScorer(100, 7, kind="atlop")
+    with pytest.raises(ValueError, match="pair_scorer chooses"):
+        TrainConfig(entity_embeddings=True, pair_scorer="atlop")
+
+
+def test_logsumexp_pooling_reads_each_slots_markers_only():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 6, 8, requires_grad=True)
+    slot_ids = torch.tensor([101, 102, 103])
+    source = torch.tensor([[101, 5, 102, 101, 7, 9], [9, 102, 9, 9, 9, 9]])
+    pooled = entities.logsumexp_pooled(source, hidden, slot_ids)
+    torch.testing.assert_close(pooled[0, 0], hidden[0, [0, 3]].logsumexp(0))
+    torch.testing.assert_close(pooled[0, 1], hidden[0, 2])
+    torch.testing.assert_close(pooled[1, 1], hidden[1, 1])
+    assert not pooled[0, 2].any() and not pooled[1, 0].any()  # no markers: zero
+    pooled[0, 0].sum().backward()
+    assert hidden.grad[0, [0, 3]].abs().sum() > 0 and hidden.grad[0, [1, 2, 4, 5]].abs().sum() == 0
 
 
 def test_pair_slots_read_the_row_head_and_each_tail(small):
@@ -86,15 +131,18 @@ def test_pair_slots_read_the_row_head_and_each_tail(small):
 def randomized_pair(backbone) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        torch.nn.init.normal_(entities.of(backbone.model).pair.label.weight, std=3.0)
+        pair = entities.of(backbone.model).pair
+        # the group bilinear sums 64 x 64 products per block where the low-rank form sums 16: a smaller std
+        torch.nn.init.normal_(label_weights(pair), std=3.0 if pair.kind == "low-rank" else 3.0 / 8)
         torch.nn.init.normal_(entities.of(backbone.model).project.weight, std=0.3)
 
 
-def test_decoding_adds_the_pair_term_where_training_does(small):
+@pytest.mark.parametrize("scorer", entities.PAIR_SCORERS)
+def test_decoding_adds_the_pair_term_where_training_does(small, scorer):
     """Step by step, greedy decoding hands the logits the pair term that the teacher-forced
     forward computes for the same tokens."""
     docs, layout = small
-    backbone = initial_backbone(config(pair_logits=True), layout)
+    backbone = initial_backbone(config(pair_logits=True, pair_scorer=scorer), layout)
     randomized_pair(backbone)
     model, code_to_id = backbone.model.eval(), torch.as_tensor(backbone.code_to_id)
     assignments, input_ids = extractor(backbone, layout)._inputs(docs[:1], DecodingConfig(mode="rows"))
@@ -197,16 +245,18 @@ def test_pair_targets_cover_every_pair_of_each_document_in_slots(small):
         assert all(bool(labels[d, h, t, na]) == ((h, t) not in related) for h, t in pairs[d].nonzero().tolist())
 
 
-def test_pair_loss_adds_the_dense_pair_term_to_the_row_loss(small):
+@pytest.mark.parametrize("scorer", entities.PAIR_SCORERS)
+def test_pair_loss_adds_the_dense_pair_term_to_the_row_loss(small, scorer):
     """The switch adds exactly weight x the pair term's adaptive-threshold loss over every pair;
     ignoring it leaves the row loss alone, which this test tells apart (the dense loss is > 0)."""
     from collections import Counter
 
     docs, layout = small
-    base_cfg, dense_cfg = config(pair_logits=True), config(pair_logits=True, pair_loss=0.5)
+    base_cfg = config(pair_logits=True, pair_scorer=scorer)
+    dense_cfg = config(pair_logits=True, pair_loss=0.5, pair_scorer=scorer)
     backbone = initial_backbone(base_cfg, layout)
     with torch.no_grad():  # a trained-looking pair term, so the dense loss is not at its zero-init value
-        entities.of(backbone.model).pair.label.weight.normal_(0, 0.1)
+        label_weights(entities.of(backbone.model).pair).normal_(0, 0.1)
     base, dense = DoreMethod(base_cfg, backbone, layout), DoreMethod(dense_cfg, backbone, layout)
     examples = base.examples(docs[:2], Counter())
     batch = dense.collate(examples, 0, Counter())
