@@ -101,10 +101,7 @@ class SymbolHead:
         table = self.entities.project(pooled)  # per document, then gathered per row
         features = None if self.entities.pair is None else self.entities.pair.features(
             self.entities.pair_pooled(source_ids, encoder_hidden, self.code_to_id[:self.entities.n_slots], pooled))
-        if row_doc is not None:
-            table = table.index_select(0, row_doc)
-            features = None if features is None else tuple(f.index_select(0, row_doc) for f in features)
-        return table, features
+        return rows_of((table, features), row_doc)
 
     def pair_slots(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """For decoder inputs `ids` [rows, T] of rows: each row's head slot [rows] (its first entity
@@ -126,16 +123,21 @@ class SymbolHead:
 
     def forward(self, encoder_hidden: Tensor, encoder_attention_mask: Tensor, decoder_input_ids: Tensor,
                 decoder_attention_mask: Tensor, row_doc: Tensor | None = None,
-                source_ids: Tensor | None = None) -> Tensor:
+                source_ids: Tensor | None = None, document_entities: tuple | None = None) -> Tensor:
         """Teacher-forced symbol logits [rows, T, n_codes].
 
         With `row_doc` (the document of each row), `encoder_hidden` and its mask are per document
         and the cross-attention keys and values are projected once per document, then shared by
-        its rows: with ~20 rows per document that projection was most of a training step. (Grouping
+        its rows: with ~20 rows per document that projection was most of a training step.
+        `document_entities`: `entity_inputs(source_ids, encoder_hidden, None)`, when the caller
+        runs several groups of rows over the same documents. (Grouping
         the rows' cross-attention as in decoding gained nothing here: T queries per row already
         amortise reading the keys/values.)
         """
-        table, features = self.entity_inputs(source_ids, encoder_hidden, row_doc)
+        if document_entities is not None:  # `entity_inputs` per document, computed once for all row groups
+            table, features = rows_of(document_entities, row_doc)
+        else:
+            table, features = self.entity_inputs(source_ids, encoder_hidden, row_doc)
         if self.cross_projection is not None:
             encoder_hidden = self.cross_projection(encoder_hidden)
         cache = None
@@ -152,6 +154,16 @@ class SymbolHead:
             head_slot, tail_slot = self.pair_slots(decoder_input_ids)
             pair, at_tail = self.pair_logits(features, head_slot, tail_slot), tail_slot >= 0
         return self.logits(out.last_hidden_state, table, pair, at_tail)
+
+
+def rows_of(document_entities: tuple[Tensor | None, tuple[Tensor, Tensor] | None], row_doc: Tensor | None
+            ) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
+    """Per-document entity inputs (table, pair features) gathered for the rows of `row_doc`."""
+    table, features = document_entities
+    if row_doc is None or table is None:
+        return table, features
+    return table.index_select(0, row_doc), None if features is None else tuple(f.index_select(0, row_doc)
+                                                                               for f in features)
 
 
 def _cross_attentions(decoder: nn.Module) -> list[tuple[nn.Module, nn.Linear, nn.Linear, int]]:

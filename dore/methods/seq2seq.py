@@ -120,6 +120,8 @@ def row_loss(model, batch: dict, *, label_smoothing: float = 0.0,
     if head is not None:
         to_code = torch.full((int(code_to_id.max()) + 1,), IGNORE, dtype=torch.long, device=code_to_id.device)
         to_code[code_to_id] = torch.arange(len(code_to_id), device=code_to_id.device)
+    # the entity table and pair features of each document once, not once per group of rows
+    document_entities = None if head is None else head.entity_inputs(batch["input_ids"], hidden, None)
     total, n_total = hidden.new_zeros((), dtype=torch.float), 0
     for rows in groups:
         rows = rows.to(hidden.device)
@@ -129,7 +131,7 @@ def row_loss(model, batch: dict, *, label_smoothing: float = 0.0,
         labels = batch["labels"][rows, :width]
         if head is not None:  # cross-attention keys/values once per document
             logits = head.forward(hidden, batch["attention_mask"], dec_in, dec_mask, row_doc=docs,
-                                  source_ids=batch["input_ids"])
+                                  source_ids=batch["input_ids"], document_entities=document_entities)
             labels = torch.where(labels == IGNORE, labels, to_code[labels.clamp(min=0)])
         else:
             logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden.index_select(0, docs)),

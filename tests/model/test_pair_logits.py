@@ -272,3 +272,27 @@ def test_pair_loss_adds_the_dense_pair_term_to_the_row_loss(small, scorer):
                                         batch["pair_mask"])
     assert n == n_both and float(pair) > 0.1
     assert float(both) == pytest.approx(float(row) + 0.5 * float(pair), rel=1e-5)
+
+
+@pytest.mark.parametrize("scorer", entities.PAIR_SCORERS)
+def test_length_buckets_read_each_rows_own_document_entities(small, scorer):
+    """The entity table and pair features are computed once per batch and gathered for each
+    bucket's rows: bucketed and unbucketed losses agree (a wrong gather would not)."""
+    from collections import Counter
+
+    from dore.methods.seq2seq import row_loss
+
+    docs, layout = small
+    cfg = config(pair_logits=True, pair_scorer=scorer)
+    backbone = initial_backbone(cfg, layout)
+    randomized_pair(backbone)
+    method = DoreMethod(cfg, backbone, layout)
+    batch = method.collate(method.examples(docs[:3], Counter()), 0, Counter())
+    lengths = batch["decoder_attention_mask"].sum(1)
+    assert lengths.max() > 2 * lengths.min() and len(set(batch["row_doc"].tolist())) == 3
+    ids = torch.as_tensor(backbone.code_to_id)
+    backbone.model.eval()
+    with torch.no_grad():
+        bucketed, n_b = row_loss(backbone.model, batch, code_to_id=ids, bucket=True)
+        whole, n_w = row_loss(backbone.model, batch, code_to_id=ids, bucket=False)
+    assert n_b == n_w and bucketed.item() == pytest.approx(whole.item(), abs=1e-4)
