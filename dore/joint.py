@@ -11,8 +11,9 @@ entity recognizer (mentions, coreference) and DORE, and is scored against the go
   both paths in documents per second.
 
 The predictions are written as `predictions.jsonl.gz`, one line per document: `title`, `entities`
-(`[{"type", "mentions": [{"sent_id", "pos"}]}]`, DocRED token positions) and `relations`
-(`[{"h", "t", "r"}]`).
+(`[{"type", "mentions": [{"sent_id", "pos", "type"}]}]`, DocRED token positions; a mention's own
+predicted type beside its entity's majority) and `relations` (`[{"h", "t", "r"}]`): enough to
+score them again (`read_predictions`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dore.config import PipelineParams, artifacts_dir
-from dore.data.model import Document, atomic_write_text
+from dore.data.model import DataError, Document, Entity, Mention, atomic_write_text
 from dore.extract import Extractor, TextExtraction
 from dore.scoring.entities import entity_scores
 from dore.scoring.joint import joint_scores
@@ -46,7 +47,8 @@ def joint_predict(extractor: Extractor, gold_docs: Sequence[Document]) -> list[T
 def prediction_record(result: TextExtraction) -> dict:
     doc = result.document
     entities = [{"type": e.type, "mentions": [{"sent_id": m.sent_id, "pos": [m.start - doc.sentences[m.sent_id][0],
-                                                                             m.end - doc.sentences[m.sent_id][0]]}
+                                                                             m.end - doc.sentences[m.sent_id][0]],
+                                               "type": m.type or e.type}  # what the mention scorer reads
                                               for m in e.mentions]} for e in doc.entities]
     return {"title": doc.doc_id, "entities": entities,
             "relations": [{"h": r.args[0], "t": r.args[1], "r": r.label} for r in result.relations]}
@@ -59,6 +61,31 @@ def write_predictions(path: Path, results: Sequence[TextExtraction]) -> Path:
     tmp.write_bytes(gzip.compress(payload, mtime=0))
     tmp.replace(path)
     return path
+
+
+def read_predictions(path: str | Path, gold_docs: Sequence[Document]
+                     ) -> tuple[list[Document], list[list[tuple[int, int, str]]]]:
+    """A `predictions.jsonl.gz` back as documents (words and sentences from `gold_docs`, by title)
+    and their relations, in the order of `gold_docs`, for `joint_metrics`-style scoring."""
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        lines = {(record := json.loads(line))["title"]: record for line in fh if line.strip()}
+    docs, relations = [], []
+    for gold in gold_docs:
+        if gold.doc_id not in lines:
+            raise DataError("no prediction for this document", file=path, doc=gold.doc_id, field="title")
+        record = lines[gold.doc_id]
+
+        def mention(m: dict) -> Mention:
+            first = gold.sentences[m["sent_id"]][0]
+            start, end = first + m["pos"][0], first + m["pos"][1]
+            return Mention(start=start, end=end, text=" ".join(gold.tokens[start:end]), sent_id=m["sent_id"],
+                           type=m.get("type"))
+
+        entities = [Entity(type=e["type"], mentions=[mention(m) for m in e["mentions"]]) for e in record["entities"]]
+        docs.append(Document(doc_id=gold.doc_id, tokens=gold.tokens, sentences=gold.sentences, entities=entities,
+                             title=gold.title))
+        relations.append([(r["h"], r["t"], r["r"]) for r in record["relations"]])
+    return docs, relations
 
 
 def joint_metrics(gold_docs: Sequence[Document], results: Sequence[TextExtraction]) -> dict:

@@ -17,7 +17,9 @@ from dore.data.model import DataError, Document, Entity, Mention, Relation
 from dore.data.text import TOKEN_OFFSETS, document_from_text
 from dore.entities import EntityRecognizer
 from dore.extract import ENTITIES_DIR, Extractor
-from dore.joint import joint_metrics, joint_predict, prediction_record
+from dore.joint import joint_metrics, joint_predict, prediction_record, read_predictions
+from dore.scoring.entities import entity_scores
+from dore.scoring.joint import joint_scores
 from dore.model.backbone import load_backbone
 from dore.symbolic.layout import docred_layout
 from tests.conftest import DOCRED_FIXTURE, fixture_docs, install_docred_fixture
@@ -145,6 +147,11 @@ def test_evaluate_joint_scores_the_test_documents_from_their_sentences_alone(mod
     assert set(metrics["relations"]) == {"strict", "strict_typed", "relaxed"}
     lines = gzip.decompress((out / "predictions.jsonl.gz").read_bytes()).decode().splitlines()
     assert [json.loads(line)["title"] for line in lines] == [d.doc_id for d in fixture_docs("test")]
+    # the committed form is enough to score again: the same mentions, clusters and joint relations
+    gold = fixture_docs("test")
+    docs, relations = read_predictions(out / "predictions.jsonl.gz", gold)
+    assert entity_scores(gold, docs) == metrics["entities"]
+    assert joint_scores(gold, docs, relations) == metrics["relations"]
 
 
 def test_packaging_carries_the_runs_recognizer_into_the_store(model_dir, tmp_path):
