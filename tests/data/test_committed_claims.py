@@ -36,3 +36,22 @@ def test_a_committed_claim_rescores_to_its_numbers(path, redocred):
     rescored = score({}, gold, train_docs=redocred["train"], docred_results=results)
     for key in ("f1", "ign_f1", "p", "r"):
         assert rescored[key] == pytest.approx(record[key], abs=1e-9), key
+
+
+JOINT = EXPERIMENTS / "joint"
+
+
+def test_the_committed_joint_claim_rescores_to_its_numbers(redocred):
+    """`experiments/joint/`: entities and relations predicted from the sentences alone re-score to
+    the committed mention, coreference and joint relation numbers."""
+    from dore.joint import read_predictions
+    from dore.scoring.entities import entity_scores
+    from dore.scoring.joint import joint_scores
+
+    record = json.loads((JOINT / "metrics.json").read_text())
+    assert record["split"] == "test" and record["documents"] == len(redocred["test"]) == 500
+    docs, relations = read_predictions(JOINT / "predictions.jsonl.gz", redocred["test"])
+    rescored = entity_scores(redocred["test"], docs)
+    assert rescored["mentions"] == record["entities"]["mentions"]
+    assert rescored["coref"] == record["entities"]["coref"]
+    assert joint_scores(redocred["test"], docs, relations) == record["relations"]
