@@ -246,7 +246,8 @@ class EntityRecognizer:
             atomic_write_text(tmp / CONFIG_FILE, json.dumps(
                 {"types": self.types, "encoder": self.encoder_spec, "window": self.window, "stride": self.stride,
                  "mention_size": self.model.mention_size, "type_size": self.model.type_size,
-                 "word_shapes": self.model.word_shapes, "default_coref": self.default_coref, "card": self.card}, indent=1, default=str))
+                 "word_shapes": self.model.word_shapes, "default_coref": self.default_coref, "card": self.card},
+                indent=1, default=str))
         return Path(directory)
 
     @classmethod
