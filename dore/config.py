@@ -64,6 +64,10 @@ class TrainConfig(BaseModel):
     pair_loss: float = Field(0.0, ge=0.0, description="weight of an adaptive-threshold loss (ATLOP's, NA as the "
                              "threshold) on the pair term alone over every entity pair of each document, not only "
                              "the pairs of the sampled rows; 0: off (needs pair_logits)")
+    attention_dropout: float | None = Field(
+        None, ge=0.0, le=1.0, description="dropout on attention probabilities in every attention of the backbone "
+        "(encoder and decoder); null: the backbone's own (MiniLM: 0.1). 0 lets CPU attention take its fused "
+        "kernel: a third off a DORE step, a seventh off a classifier step (bench/bench_train.py)")
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
     eval_every_epochs: int = 1
     checkpoint_every_steps: int = 50

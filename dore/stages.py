@@ -83,7 +83,7 @@ def validate(params: PipelineParams) -> dict:
 
     setting = get_setting(params.dataset)
     out = artifacts_dir(params) / "validation"
-    docs, layout = _splits_and_layout(setting)
+    docs, layout = layout_of_splits(setting)
     summary = {}
     for split, split_docs in docs.items():
         result = validate_or_raise(split_docs, layout, name=f"{params.dataset}-{split}", report_dir=out)
@@ -92,7 +92,7 @@ def validate(params: PipelineParams) -> dict:
     return summary
 
 
-def _splits_and_layout(setting) -> tuple[dict[str, list[Document]], IdLayout]:
+def layout_of_splits(setting) -> tuple[dict[str, list[Document]], IdLayout]:
     """Every split's documents, and the layout sized from all of them (so test documents fit)."""
     docs = setting.read_splits(SPLITS)
     rel_info = load_rel_info(data_root() / "docred" / "rel_info.json") if setting.reader == "docred" else None
@@ -107,7 +107,7 @@ def convert(params: PipelineParams) -> dict:
     setting = get_setting(params.dataset)
     out = artifacts_dir(params) / "docs"
     limits = {"train": params.limit_train, "dev": params.limit_dev, "test": params.limit_test}
-    docs, layout = _splits_and_layout(setting)
+    docs, layout = layout_of_splits(setting)
     counts = {}
     for split in SPLITS:
         kept = docs[split][: limits[split]] if limits[split] else docs[split]

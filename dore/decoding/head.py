@@ -130,9 +130,8 @@ class SymbolHead:
         and the cross-attention keys and values are projected once per document, then shared by
         its rows: with ~20 rows per document that projection was most of a training step.
         `document_entities`: `entity_inputs(source_ids, encoder_hidden, None)`, when the caller
-        runs several groups of rows over the same documents. (Grouping
-        the rows' cross-attention as in decoding gained nothing here: T queries per row already
-        amortise reading the keys/values.)
+        runs several groups of rows over the same documents. BERT-style decoders read the
+        cross-attention grouped per document (`grouped_cross_attention`).
         """
         if document_entities is not None:  # `entity_inputs` per document, computed once for all row groups
             table, features = rows_of(document_entities, row_doc)
@@ -140,15 +139,24 @@ class SymbolHead:
             table, features = self.entity_inputs(source_ids, encoder_hidden, row_doc)
         if self.cross_projection is not None:
             encoder_hidden = self.cross_projection(encoder_hidden)
-        cache = None
+        cache, groups = None, None
         if row_doc is not None:
-            cache = shared_cross_attention_cache(self.decoder, encoder_hidden, row_doc)
-            encoder_hidden = encoder_hidden.index_select(0, row_doc)
+            per_document = grouped_cross_attention(self.decoder)
+            cache = shared_cross_attention_cache(self.decoder, encoder_hidden, row_doc, per_document=per_document)
+            if per_document:  # the grouped cross-attention reads the per-document keys/values, not these states
+                groups = row_groups(row_doc, encoder_attention_mask)
+                encoder_hidden = encoder_hidden[:1].expand(len(row_doc), -1, -1)
+            else:
+                encoder_hidden = encoder_hidden.index_select(0, row_doc)
             encoder_attention_mask = encoder_attention_mask.index_select(0, row_doc)
-        with entities.reading(table, self.slot_of_id):
-            out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
-                               encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask,
-                               past_key_values=cache, use_cache=cache is not None)
+        token = ROW_GROUPS.set(groups)
+        try:
+            with entities.reading(table, self.slot_of_id):
+                out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                                   encoder_hidden_states=encoder_hidden, encoder_attention_mask=encoder_attention_mask,
+                                   past_key_values=cache, use_cache=cache is not None)
+        finally:
+            ROW_GROUPS.reset(token)
         pair = at_tail = None
         if features is not None:
             head_slot, tail_slot = self.pair_slots(decoder_input_ids)
@@ -221,9 +229,10 @@ def row_groups(row_doc: Tensor, encoder_mask: Tensor) -> _RowGroups:
 def _grouped_bert_cross_attention(module: BertCrossAttention, original: Callable, hidden_states: Tensor,
                                   encoder_hidden_states: Tensor | None = None, attention_mask: Tensor | None = None,
                                   past_key_values: EncoderDecoderCache | None = None, **kwargs):
-    """BertCrossAttention.forward (inference: no dropout) with the rows of a document as queries of
-    one attention over its keys/values, cached per document: read once per document per step, not
-    copied per row. At one query per row and step, those copies were half of decoding on CPU."""
+    """BertCrossAttention.forward with the rows of a document as queries of one attention over its
+    keys/values, cached per document: read once per document, not copied per row. At one query per
+    row and step, those copies were half of decoding on CPU; in training, the copies' backward (a
+    scatter-add per layer) was an eighth of a step."""
     groups = ROW_GROUPS.get()
     if groups is None or past_key_values is None or not past_key_values.is_updated.get(module.layer_idx):
         return original(hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
@@ -234,7 +243,9 @@ def _grouped_bert_cross_attention(module: BertCrossAttention, original: Callable
     query = module.query(hidden_states).view(rows, length, heads, size)
     grouped = query.new_zeros(docs, groups.width, length, heads, size).index_put((groups.row_doc, groups.slot), query)
     grouped = grouped.permute(0, 3, 1, 2, 4).reshape(docs, heads, groups.width * length, size)
-    out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=groups.mask, scale=module.scaling)
+    dropout = module.dropout.p if module.training else 0.0  # what the per-row attention drops in training
+    out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=groups.mask, scale=module.scaling,
+                                         dropout_p=dropout)
     out = out.view(docs, heads, groups.width, length, size).permute(0, 2, 3, 1, 4)[groups.row_doc, groups.slot]
     return out.reshape(rows, length, heads * size), None
 

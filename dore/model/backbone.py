@@ -286,6 +286,8 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
         raise ValueError(f"pair_logits scores (head, tail) pairs; layout {layout.name!r} has {layout.arity}-ary cells")
     backbone = (load_trained(cfg.init_from, layout) if cfg.init_from
                 else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed))
+    if cfg.attention_dropout is not None:
+        set_attention_dropout(backbone.model, cfg.attention_dropout)
     if cfg.entity_embeddings:
         module = entities.attach(backbone.model, layout.n_slots)
         if cfg.pair_logits and module.pair is None:
@@ -294,3 +296,28 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
                 module.pair = entities.PairScorer(module.project.in_features, layout.n_relations + 1,
                                                   kind=cfg.pair_scorer).to(backbone.model.device)
     return backbone
+
+
+# The attention modules whose `dropout` drops attention probabilities (an nn.Dropout or its rate);
+# elsewhere `dropout` is the hidden-state dropout (T5LayerSelfAttention, BertSelfOutput).
+ATTENTION_DROPOUT_MODULES = ("BertSelfAttention", "BertCrossAttention", "RobertaSelfAttention",
+                             "RobertaCrossAttention", "BartAttention", "LEDEncoderSelfAttention",
+                             "LEDDecoderAttention", "T5Attention")
+
+
+def set_attention_dropout(model: torch.nn.Module, rate: float) -> int:
+    """Set the attention-probability dropout of every attention module in `model` to `rate`;
+    returns how many changed. Raises where the backbone has none we know (the switch would do nothing)."""
+    changed = 0
+    for module in model.modules():
+        if type(module).__name__ not in ATTENTION_DROPOUT_MODULES:
+            continue
+        if isinstance(module.dropout, torch.nn.Dropout):
+            module.dropout.p = rate
+        else:
+            module.dropout = rate
+        changed += 1
+    if not changed:
+        raise ValueError(f"attention_dropout: no known attention module in {type(model).__name__}")
+    return changed
+

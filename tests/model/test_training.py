@@ -97,6 +97,32 @@ def test_symbol_loss_and_length_buckets_equal_the_full_forward(small, family):
     assert symbol.item() < full.item()  # the ordinary words' probability mass is gone
 
 
+def test_attention_dropout_switch_reaches_every_attention(small):
+    """`attention_dropout` 0 with the hidden dropout off too: a training-mode step is the eval-mode
+    step (the grouped cross-attention of training included); left at MiniLM's 0.1, it is not."""
+    import torch
+
+    from dore.methods.dore import DoreMethod
+    from dore.model.backbone import initial_backbone
+
+    docs, layout = small
+    losses = {}
+    for rate in (None, 0.0):
+        cfg = TrainConfig(backbone="minilm", sampling="none", entity_embeddings=True, pair_logits=True,
+                          attention_dropout=rate, mixed_precision="no")
+        method = DoreMethod(cfg, initial_backbone(cfg, layout), layout)
+        for name, module in method.model.named_modules():  # hidden-state dropout off: `*.self.dropout`
+            if isinstance(module, torch.nn.Dropout) and not name.endswith("self.dropout"):  # is the attention's
+                module.p = 0.0
+        batch = method.collate(method.examples(docs[:2], Counter()), 0, Counter())
+        with torch.no_grad():
+            torch.manual_seed(0)
+            train_loss = method.loss(method.model.train(), batch)[0].item()
+            losses[rate] = (train_loss, method.loss(method.model.eval(), batch)[0].item())
+    assert losses[0.0][0] == pytest.approx(losses[0.0][1], abs=1e-5)
+    assert abs(losses[None][0] - losses[None][1]) > 1e-4
+
+
 def test_length_grouped_batches_are_a_shuffled_partition():
     from dore.training.batching import epoch_batches
 
