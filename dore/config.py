@@ -53,6 +53,10 @@ class TrainConfig(BaseModel):
     seed: int = 42
     init: Literal["number", "random"] = "number"
     init_from: str | None = Field(None, description="start from a trained DORE model directory (distant pre-training -> fine-tuning)")
+    init_encoder_from: str | None = Field(
+        None, description="start the encoder from a trained classifier's (a `--method classifier` model directory "
+        "on the same backbone and layout; the teacher lever): the decoder starts fresh, and the classifier's "
+        "training time counts in max_minutes")
     entity_embeddings: bool = Field(False, description="document-aware entity symbols: each slot's input and output "
                                     "embedding gets its projected mean encoder state at its markers (dore.model.entities)")
     pair_logits: bool = Field(False, description="pair-aware relation logits: where the decoder writes a pair's "
@@ -91,6 +95,9 @@ class TrainConfig(BaseModel):
                              "pooled states, and a row's head is its prefix")
         if self.pair_scorer != "low-rank" and not self.pair_logits:
             raise ValueError("pair_scorer chooses the pair term's representation: it needs pair_logits")
+        if self.init_from and self.init_encoder_from:
+            raise ValueError("init_from starts the whole model from a DORE model; init_encoder_from only the "
+                             "encoder from a classifier: choose one")
         if self.pair_loss and not self.pair_logits:
             raise ValueError("pair_loss trains the pair term: it needs pair_logits")
         return self

@@ -139,13 +139,37 @@ def scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def card_file(model_dir: Path) -> tuple[Path, tuple[str, ...]]:
+    """Where a trained model keeps its card: DORE's card file, or the `card` entry of a classifier's
+    config (the path, and the keys down to the card)."""
+    classifier_config = model_dir / methods.classifier.CONFIG_FILE
+    if not (model_dir / MODEL_CARD).exists() and classifier_config.exists():
+        return classifier_config, ("card",)
+    return model_dir / MODEL_CARD, ()
+
+
+def update_card(model_dir: Path, **values) -> None:
+    """Merge `values` into a trained model's card (DORE or classifier), atomically."""
+    path, keys = card_file(model_dir)
+    document = json.loads(path.read_text())
+    card = document
+    for key in keys:
+        card = card.setdefault(key, {})
+    card.update(values)
+    atomic_write_text(path, json.dumps(document, indent=1, default=str))
+
+
 def ancestor_seconds(cfg: TrainConfig) -> float:
-    """Training seconds behind an `init_from` model (its `lineage_seconds`: its own run and every run
-    it started from), which a budgeted run counts inside its `max_minutes` (a fair budget, #13)."""
-    if not cfg.init_from:
+    """Training seconds behind the model a run starts from: an `init_from` DORE model or an
+    `init_encoder_from` classifier (its `lineage_seconds`: its own run and every run it started
+    from), which a budgeted run counts inside its `max_minutes` (a fair budget, #13)."""
+    start = cfg.init_from or cfg.init_encoder_from
+    if not start:
         return 0.0
-    card_path = Path(cfg.init_from) / MODEL_CARD
+    card_path, keys = card_file(Path(start))
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    for key in keys:
+        card = card.get(key, {})
     if "lineage_seconds" in card:
         return float(card["lineage_seconds"])
     if cfg.max_minutes is not None:
@@ -183,10 +207,8 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
                         resume=resume and not fresh, spent_seconds=spent)
     summary = {**training_summary(result), **trainer.summary(), "lineage_seconds": round(spent + result.seconds, 1)}
     if processes().is_main_process:  # with N processes only the main one tunes and writes; the others wait
-        if method == "dore" and (out / "model" / MODEL_CARD).exists():  # what a run started from it counts
-            saved = json.loads((out / "model" / MODEL_CARD).read_text())
-            atomic_write_text(out / "model" / MODEL_CARD, json.dumps(
-                {**saved, "lineage_seconds": summary["lineage_seconds"]}, indent=1, default=str))
+        if method in ("dore", "classifier") and card_file(out / "model")[0].exists():  # what a run started from it counts
+            update_card(out / "model", lineage_seconds=summary["lineage_seconds"])
         if method == "dore" and result.best_dev is not None and (
                 len(params.tune_na_biases) > 1 or len(params.tune_length_penalties) > 1):
             tuned = tune_decoding(params, na_biases=params.tune_na_biases,

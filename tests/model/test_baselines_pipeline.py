@@ -164,3 +164,29 @@ def test_dore_predict_answers_with_a_saved_classifier_in_the_official_format(bas
     refused = runner.invoke(app, ["predict", str(tmp_path / "model"), str(run / "docs" / "test.jsonl"),
                                   "-o", str(tmp_path / "out.jsonl")])
     assert refused.exit_code != 0 and "official result.json" in refused.output
+
+
+def test_a_dore_run_starts_its_encoder_from_the_classifier_and_counts_its_time(baseline_rows):
+    """`init_encoder_from` (the teacher lever): DORE's encoder starts as the trained classifier's,
+    the decoder as the backbone's, and the classifier's training time counts in the budget."""
+    from dore.data.model import DataError
+    from dore.model.backbone import initial_backbone, load_classifier_encoder
+
+    out, _ = baseline_rows
+    model_dir = out / "classifier-seed42" / "docred" / "model"
+    classifier = RelationClassifier.from_pretrained(model_dir)
+    params = next(r.params for r in experiments.plan(experiments.load_config(CONFIG, smoke=True), out)
+                  if r.id == "classifier-seed42")
+    layout = stages.load_layout(params)
+    cfg = TrainConfig(**{**params.train.model_dump(), "init_encoder_from": str(model_dir), "max_minutes": 5.0})
+    warm = initial_backbone(cfg, layout).model
+    fresh = initial_backbone(TrainConfig(**{**cfg.model_dump(), "init_encoder_from": None}), layout).model
+    taught = classifier.model.encoder.state_dict()
+    assert all(torch.equal(value, taught[key]) for key, value in warm.get_encoder().state_dict().items())
+    assert any(not torch.equal(value, taught[key]) for key, value in fresh.get_encoder().state_dict().items())
+    decoder = fresh.get_decoder().state_dict()
+    assert all(torch.equal(value, decoder[key]) for key, value in warm.get_decoder().state_dict().items()
+               if "embed_tokens" not in key)  # BART's decoder shares the (taught) token embeddings
+    assert stages.ancestor_seconds(cfg) == classifier.card["lineage_seconds"] > 0
+    with pytest.raises(DataError, match="another symbol layout"):
+        load_classifier_encoder(fresh, model_dir, fixture_layout(n_slots=12))
