@@ -354,4 +354,3 @@ def load_classifier_encoder(model: PreTrainedModel, directory: str | os.PathLike
                         file=directory / CLASSIFIER_WEIGHTS, field="encoder")
     encoder.load_state_dict({k: state[k] for k in own}, strict=True)
     return len(own)
-
