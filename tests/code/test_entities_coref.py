@@ -82,6 +82,43 @@ def test_pair_features_see_string_matches_and_distance():
     assert f[0].sum() == 0  # nothing before the first mention
 
 
+def pair_features_by_pair(words, spans, types, sent_ids):
+    """The features written out pair by pair (the definition `pair_features` computes as matrices)."""
+    from dore.coref.string_match import initials, is_short_form, normalize
+    from dore.entities.coref import DISTANCE_BUCKETS
+
+    tokens = [normalize(words[s:e]) for s, e in spans]
+    keys = ["".join(t) for t in tokens]
+    out = torch.zeros(len(spans), len(spans), 10)
+    for i in range(len(spans)):
+        for j in range(i):
+            ti, tj = tokens[i], tokens[j]
+            short_i, short_j = is_short_form(words[slice(*spans[i])]), is_short_form(words[slice(*spans[j])])
+            out[i, j, 0] = float(bool(keys[i]) and keys[i] == keys[j])
+            out[i, j, 1] = float(bool(ti) and bool(tj) and ti[-1] == tj[-1])
+            out[i, j, 2] = float(bool(ti) and bool(tj) and (set(ti) <= set(tj) or set(tj) <= set(ti)))
+            out[i, j, 3] = float((short_i and keys[i] in initials(words[slice(*spans[j])]))
+                                 or (short_j and keys[j] in initials(words[slice(*spans[i])])))
+            out[i, j, 4] = float(types[i] == types[j])
+            out[i, j, 5 + sum(abs(sent_ids[i] - sent_ids[j]) >= b for b in DISTANCE_BUCKETS[1:])] = 1.0
+    return out
+
+
+def test_pair_features_equal_their_pairwise_definition():
+    import random
+
+    rng = random.Random(0)
+    vocabulary = ["the", "United", "Nations", "UN", "Obama", "Barack", "-", "Bi", "LSTM", "BiLSTM", "networks",
+                  "network", "CNN", "Convolutional", "Neural", "Network", "of", "a", "."]
+    for _ in range(20):
+        words = [rng.choice(vocabulary) for _ in range(60)]
+        spans = sorted({(s, s + rng.randint(1, 4)) for s in (rng.randrange(56) for _ in range(rng.randint(0, 25)))})
+        types = [rng.choice("AB") for _ in spans]
+        sent_ids = [s // 6 for s, _ in spans]
+        assert torch.equal(pair_features(words, spans, types, sent_ids),
+                           pair_features_by_pair(words, spans, types, sent_ids))
+
+
 @pytest.mark.parametrize("family", ["tiny-bart", "tiny-t5"])
 def test_windows_cover_every_word_of_a_long_document(family):
     tokenizer = tiny_tokenizer(family.removeprefix("tiny-"))

@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dore.data.model import DataError, Document
 from dore.data.scirex import read_scirex
@@ -268,3 +270,44 @@ def test_clustering_quality_perfect_and_disjoint():
     assert perfect["muc"]["f1"] == pytest.approx(100)
     nothing = clustering_quality(clusters, [[(9, 10)]])
     assert nothing["avg_f1"] == 0.0
+
+
+@given(st.lists(st.lists(st.integers(0, 14), max_size=5), max_size=6),
+       st.lists(st.lists(st.integers(0, 14), max_size=5), max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_b_cubed_and_ceafe_equal_their_dense_definitions(key, response):
+    """B³ and CEAF-e read only the cluster pairs that share a mention (and align per connected
+    component); the values are those of the definitions over every pair, overlapping clusters
+    included (SciREX's salient clusters overlap)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    res = clustering_quality(key, response)
+    k = [frozenset(c) for c in key if c]
+    r = [frozenset(c) for c in response if c]
+
+    def b3_recall(a, b):
+        total = sum(len(x) for x in a)
+        return sum(len(x & y) ** 2 / len(x) for x in a for y in b) / total if total else 0.0
+
+    assert res["b3"]["r"] == pytest.approx(100 * b3_recall(k, r))
+    assert res["b3"]["p"] == pytest.approx(100 * b3_recall(r, k))
+    phi = 0.0
+    if k and r:
+        dense = np.array([[2 * len(x & y) / (len(x) + len(y)) for y in r] for x in k])
+        rows, cols = linear_sum_assignment(dense, maximize=True)
+        phi = dense[rows, cols].sum()
+    assert res["ceafe"]["r"] == pytest.approx(100 * phi / len(k) if k else 0.0)
+    assert res["ceafe"]["p"] == pytest.approx(100 * phi / len(r) if r else 0.0)
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 6)), max_size=12),
+       st.lists(st.tuples(st.integers(0, 30), st.integers(1, 6)), max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_the_indexed_span_mapping_is_map_span_to_gold(gold, predicted):
+    from dore.scoring.scirex import span_mapper
+
+    gold_spans = [(s, s + n) for s, n in gold]
+    to_gold = span_mapper(gold_spans)
+    for s, n in predicted:
+        assert to_gold((s, s + n)) == map_span_to_gold((s, s + n), gold_spans)
