@@ -139,23 +139,26 @@ def scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def card_file(model_dir: Path) -> tuple[Path, tuple[str, ...]]:
-    """Where a trained model keeps its card: DORE's card file, or the `card` entry of a classifier's
-    config (the path, and the keys down to the card)."""
+def _card_location(model_dir: Path) -> tuple[Path, str | None]:
+    """Where a trained model keeps its card: DORE's card file, or the `card` entry of a classifier's config."""
     classifier_config = model_dir / methods.classifier.CONFIG_FILE
     if not (model_dir / MODEL_CARD).exists() and classifier_config.exists():
-        return classifier_config, ("card",)
-    return model_dir / MODEL_CARD, ()
+        return classifier_config, "card"
+    return model_dir / MODEL_CARD, None
+
+
+def read_card(model_dir: Path) -> dict:
+    """A trained model's card (DORE or classifier); {} when it has none."""
+    path, key = _card_location(model_dir)
+    document = json.loads(path.read_text()) if path.exists() else {}
+    return document.get(key, {}) if key else document
 
 
 def update_card(model_dir: Path, **values) -> None:
     """Merge `values` into a trained model's card (DORE or classifier), atomically."""
-    path, keys = card_file(model_dir)
+    path, key = _card_location(model_dir)
     document = json.loads(path.read_text())
-    card = document
-    for key in keys:
-        card = card.setdefault(key, {})
-    card.update(values)
+    (document.setdefault(key, {}) if key else document).update(values)
     atomic_write_text(path, json.dumps(document, indent=1, default=str))
 
 
@@ -166,15 +169,12 @@ def ancestor_seconds(cfg: TrainConfig) -> float:
     start = cfg.init_from or cfg.init_encoder_from
     if not start:
         return 0.0
-    card_path, keys = card_file(Path(start))
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    for key in keys:
-        card = card.get(key, {})
+    card = read_card(Path(start))
     if "lineage_seconds" in card:
         return float(card["lineage_seconds"])
     if cfg.max_minutes is not None:
         raise DataError("records no training time, so a run with max_minutes cannot count it in its budget",
-                        file=card_path, field="lineage_seconds")
+                        file=_card_location(Path(start))[0], field="lineage_seconds")
     return 0.0
 
 
@@ -207,7 +207,7 @@ def train(params: PipelineParams, *, method: str = "dore", resume: bool = True, 
                         resume=resume and not fresh, spent_seconds=spent)
     summary = {**training_summary(result), **trainer.summary(), "lineage_seconds": round(spent + result.seconds, 1)}
     if processes().is_main_process:  # with N processes only the main one tunes and writes; the others wait
-        if method in ("dore", "classifier") and card_file(out / "model")[0].exists():  # what a run started from it counts
+        if method in ("dore", "classifier") and read_card(out / "model"):  # what a run started from it counts
             update_card(out / "model", lineage_seconds=summary["lineage_seconds"])
         if method == "dore" and result.best_dev is not None and (
                 len(params.tune_na_biases) > 1 or len(params.tune_length_penalties) > 1):

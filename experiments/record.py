@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from dore.stages import read_card  # noqa: E402
 TEST = {"docred": REPO.parent / "shared" / "data" / "redocred" / "test_revised.json"}
 SETTING = {"docred": "train = Re-DocRED dev_revised minus its last 50 docs; dev = those 50; test = Re-DocRED "
                      "test_revised (all 500 documents)"}
@@ -64,8 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = json.loads(scored.read_text())
     steps, seconds = training_log(args.run)
     saved = args.run / "model"
-    card = (json.loads((saved / "dore_model.json").read_text()) if args.kind == "dore"
-            else json.loads((saved / "classifier.json").read_text())["card"])
+    card = read_card(saved)
     revision = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                               text=True).stdout.strip()
     record = {"kind": args.kind, "dataset": args.dataset, "split": "test", "setting": SETTING[args.dataset],

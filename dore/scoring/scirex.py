@@ -25,6 +25,8 @@ from statistics import fmean
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from dore.data.model import DataError, Document
 from dore.data.scirex import SCIREX_TYPES
@@ -435,29 +437,23 @@ def _ceafe_alignment(key: list[frozenset], response: list[frozenset]) -> float:
     if not key or not response:
         return 0.0
     overlaps = _overlaps(key, response)
-    parent = list(range(len(key) + len(response)))  # union-find over key i and response len(key) + j
-
-    def root(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, shared in enumerate(overlaps):
-        for j in shared:
-            parent[root(i)] = root(len(key) + j)
-    components: dict[int, tuple[list[int], list[int]]] = {}
-    for i, shared in enumerate(overlaps):
-        if shared:
-            components.setdefault(root(i), ([], []))[0].append(i)
-    for j in range(len(response)):
-        if root(len(key) + j) in components:
-            components[root(len(key) + j)][1].append(j)
+    pairs = [(i, j) for i, shared in enumerate(overlaps) for j in shared]
+    if not pairs:
+        return 0.0
+    rows, cols = np.array(pairs).T
+    graph = coo_matrix((np.ones(len(pairs)), (rows, len(key) + cols)), shape=(len(key) + len(response),) * 2)
+    _, component = connected_components(graph, directed=False)  # key i is node i, response j node len(key) + j
+    members: dict[int, tuple[list[int], list[int]]] = {}
+    for node, c in enumerate(component.tolist()):
+        side = 0 if node < len(key) else 1
+        members.setdefault(c, ([], []))[side].append(node - side * len(key))
     total = 0.0
-    for rows, cols in components.values():
-        position = {j: c for c, j in enumerate(cols)}
-        phi = np.zeros((len(rows), len(cols)))
-        for r, i in enumerate(rows):
+    for key_members, response_members in members.values():
+        if not key_members or not response_members:  # a cluster that meets nothing aligns to nothing
+            continue
+        position = {j: p for p, j in enumerate(response_members)}
+        phi = np.zeros((len(key_members), len(response_members)))
+        for r, i in enumerate(key_members):
             for j, n in overlaps[i].items():
                 phi[r, position[j]] = 2 * n / (len(key[i]) + len(response[j]))
         matched_rows, matched_cols = linear_sum_assignment(phi, maximize=True)
