@@ -57,6 +57,13 @@ class TrainConfig(BaseModel):
         None, description="start the encoder from a trained classifier's (a `--method classifier` model directory "
         "on the same backbone and layout; the teacher lever): the decoder starts fresh, and the classifier's "
         "training time counts in max_minutes")
+    teacher_pair_head: bool = Field(
+        False, description="with init_encoder_from and pair_scorer atlop: the pair term also starts as that "
+        "classifier's head (one trained with context_pooling off, whose head reads the same entity states), so "
+        "the pair term starts from the teacher's decisions")
+    context_pooling: bool = Field(True, description="the classifier (`--method classifier`): ATLOP's localized "
+                                  "context pooling (off: the entity states alone, a head a DORE pair term can start "
+                                  "from; LED: always off)")
     entity_embeddings: bool = Field(False, description="document-aware entity symbols: each slot's input and output "
                                     "embedding gets its projected mean encoder state at its markers (dore.model.entities)")
     pair_logits: bool = Field(False, description="pair-aware relation logits: where the decoder writes a pair's "
@@ -98,6 +105,9 @@ class TrainConfig(BaseModel):
         if self.init_from and self.init_encoder_from:
             raise ValueError("init_from starts the whole model from a DORE model; init_encoder_from only the "
                              "encoder from a classifier: choose one")
+        if self.teacher_pair_head and not (self.init_encoder_from and self.pair_scorer == "atlop"):
+            raise ValueError("teacher_pair_head starts the atlop pair term from the init_encoder_from classifier's "
+                             "head: it needs both (pair_scorer atlop, init_encoder_from)")
         if self.pair_loss and not self.pair_logits:
             raise ValueError("pair_loss trains the pair term: it needs pair_logits")
         return self

@@ -235,7 +235,7 @@ class ClassifierMethod:
         if cfg.chunk_length is not None:
             raise ValueError("the classifier encodes one window per document: chunk_length is not supported")
         self.cfg = cfg
-        self.classifier = RelationClassifier.from_backbone(backbone, layout, context_pooling=backbone.family != "led",
+        self.classifier = RelationClassifier.from_backbone(backbone, layout, context_pooling=cfg.context_pooling and backbone.family != "led",
                                                            seed=cfg.seed, max_source_length=cfg.max_source_length)
         self.model = self.classifier.model
 

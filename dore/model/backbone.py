@@ -302,6 +302,8 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
                 torch.manual_seed(cfg.seed)
                 module.pair = entities.PairScorer(module.project.in_features, layout.n_relations + 1,
                                                   kind=cfg.pair_scorer).to(backbone.model.device)
+        if cfg.teacher_pair_head:
+            load_classifier_pair_head(module.pair, cfg.init_encoder_from)
     return backbone
 
 
@@ -354,3 +356,41 @@ def load_classifier_encoder(model: PreTrainedModel, directory: str | os.PathLike
                         file=directory / CLASSIFIER_WEIGHTS, field="encoder")
     encoder.load_state_dict({k: state[k] for k in own}, strict=True)
     return len(own)
+
+
+def load_classifier_pair_head(pair: entities.PairScorer, directory: str | os.PathLike) -> None:
+    """Start an "atlop" pair term as a trained classifier's head (`teacher_pair_head`): both read
+    the logsumexp of an entity's start-marker states, tanh(W h) and tanh(W t), then a group bilinear
+    form over blocks of 64, so the term scores a pair exactly as the classifier did. The classifier
+    must have been trained without context pooling (its head then reads [entity; context]). Class 0,
+    the classifier's threshold, becomes the pair term's NA label (its last); relation r stays r."""
+    directory = Path(directory)
+    config_file = directory / "classifier.json"  # what `dore.methods.classifier` writes beside its weights
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if config.get("context_pooling", True):
+        raise DataError("the classifier was trained with context pooling: its head reads [entity; context], the "
+                        "pair term the entity alone; train the teacher with --no-context-pooling",
+                        file=config_file, field="context_pooling")
+    if pair is None or pair.kind != "atlop":
+        raise ValueError("teacher_pair_head fills the atlop pair term (pair_logits, pair_scorer atlop)")
+    with safe_open(str(directory / CLASSIFIER_WEIGHTS), "pt") as weights:
+        saved = {key: weights.get_tensor(key) for key in weights.keys() if not key.startswith("encoder.")}
+    n_labels, width = pair.bias.numel(), pair.head.out_features
+    expected = {"head_extractor.weight": pair.head.weight.shape, "tail_extractor.weight": pair.tail.weight.shape,
+                "bilinear.weight": (n_labels, width * entities.PAIR_BLOCK)}
+    wrong = [k for k, shape in expected.items() if k not in saved or tuple(saved[k].shape) != tuple(shape)]
+    if wrong or config.get("block_size") != entities.PAIR_BLOCK:
+        raise DataError(f"the classifier's head does not fit the pair term ({n_labels} labels, width {width}, "
+                        f"blocks of {entities.PAIR_BLOCK}): {wrong or 'block_size'}",
+                        file=directory / CLASSIFIER_WEIGHTS, field="head")
+    na_last = [*range(1, n_labels), 0]  # classifier class c + 1 is relation c, class 0 the threshold
+    bilinear = saved["bilinear.weight"].view(n_labels, width // entities.PAIR_BLOCK, entities.PAIR_BLOCK,
+                                             entities.PAIR_BLOCK)  # [classes, groups, head block, tail block]
+    with torch.no_grad():
+        pair.head.weight.copy_(saved["head_extractor.weight"])
+        pair.head.bias.copy_(saved["head_extractor.bias"])
+        pair.tail.weight.copy_(saved["tail_extractor.weight"])
+        pair.tail.bias.copy_(saved["tail_extractor.bias"])
+        pair.bilinear.copy_(bilinear[na_last].permute(1, 2, 3, 0))
+        pair.bias.copy_(saved["bilinear.bias"][na_last])
+

@@ -27,7 +27,9 @@ or "decoder" (no pair term). With `TrainConfig.pair_loss` the term is also train
 entity pair of a document (`dense_pair_loss`), where the decoder only sees the pairs of its
 sampled rows. `TrainConfig.pair_scorer` chooses the pair representation: "low-rank" (the mean
 marker state, a rank-256 bilinear form) or "atlop" (ATLOP's, without its context pooling: the
-logsumexp of the marker states and a group bilinear form over blocks of 64).
+logsumexp of the mention start markers' states and a group bilinear form over blocks of 64). The
+"atlop" term can start as a trained classifier's head (`TrainConfig.teacher_pair_head`,
+`dore.model.backbone.load_classifier_pair_head`): same features, same form.
 """
 
 from __future__ import annotations
@@ -106,13 +108,28 @@ class PairScorer(nn.Module):
         return (tail_features.unsqueeze(-2) @ self.maps(head_features)).squeeze(-2) + self.label_bias
 
 
+def start_markers(source_ids: Tensor, slot_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(document, position, slot) of each mention's start marker, in reading order. A mention is
+    wrapped in its slot's token on both sides (`encode_document`), so the starts are a slot's 1st,
+    3rd, 5th, ... occurrences; only nested mentions of one entity (rare) would shift this."""
+    n = len(slot_ids)
+    doc, position, slot = (source_ids[..., None] == slot_ids).nonzero(as_tuple=True)  # by document, then position
+    group = doc * n + slot
+    counts = torch.bincount(group, minlength=source_ids.shape[0] * n)
+    order = torch.argsort(group, stable=True)
+    rank = torch.empty_like(group)
+    rank[order] = torch.arange(len(group), device=group.device) - (counts.cumsum(0) - counts)[group[order]]
+    start = rank % 2 == 0
+    return doc[start], position[start], slot[start]
+
+
 def logsumexp_pooled(source_ids: Tensor, encoder_hidden: Tensor, slot_ids: Tensor) -> Tensor:
-    """[docs, n_slots, H]: the logsumexp of the encoder states at each slot's markers (ATLOP's
-    entity embedding), 0 for a slot without markers; over the markers only, never a dense
-    [docs, n_slots, S, H] tensor."""
+    """[docs, n_slots, H]: the logsumexp of the encoder states at each slot's mention start markers
+    (ATLOP's entity embedding, as the classifier computes it), 0 for a slot without markers; over
+    the markers only, never a dense [docs, n_slots, S, H] tensor."""
     docs, _, hidden = encoder_hidden.shape
     n = len(slot_ids)
-    doc, position, slot = (source_ids[..., None] == slot_ids).nonzero(as_tuple=True)
+    doc, position, slot = start_markers(source_ids, slot_ids)
     values = encoder_hidden[doc, position]  # [markers, H]
     group = doc * n + slot  # each marker's (document, slot)
     peak = values.new_full((docs * n, hidden), float("-inf")).scatter_reduce(

@@ -99,18 +99,89 @@ def test_the_scorers_compute_their_bilinear_forms():
         TrainConfig(entity_embeddings=True, pair_scorer="atlop")
 
 
-def test_logsumexp_pooling_reads_each_slots_markers_only():
+def test_logsumexp_pooling_reads_each_slots_start_markers_only():
+    """Mentions are wrapped in their slot's token on both sides: the 1st, 3rd, ... occurrences of a
+    slot's token open its mentions, and only those are pooled (ATLOP's entity embedding)."""
     torch.manual_seed(0)
-    hidden = torch.randn(2, 6, 8, requires_grad=True)
+    hidden = torch.randn(2, 9, 8, requires_grad=True)
     slot_ids = torch.tensor([101, 102, 103])
-    source = torch.tensor([[101, 5, 102, 101, 7, 9], [9, 102, 9, 9, 9, 9]])
+    #                       <a>  w  </a> <b>  w  </b> <a>  w  </a>
+    source = torch.tensor([[101, 5, 101, 102, 7, 102, 101, 9, 101], [9, 102, 9, 102, 9, 9, 9, 102, 9]])
     pooled = entities.logsumexp_pooled(source, hidden, slot_ids)
-    torch.testing.assert_close(pooled[0, 0], hidden[0, [0, 3]].logsumexp(0))
-    torch.testing.assert_close(pooled[0, 1], hidden[0, 2])
-    torch.testing.assert_close(pooled[1, 1], hidden[1, 1])
+    torch.testing.assert_close(pooled[0, 0], hidden[0, [0, 6]].logsumexp(0))
+    torch.testing.assert_close(pooled[0, 1], hidden[0, 3])
+    torch.testing.assert_close(pooled[1, 1], hidden[1, [1, 7]].logsumexp(0))  # the 3rd marker: a start, unclosed
     assert not pooled[0, 2].any() and not pooled[1, 0].any()  # no markers: zero
     pooled[0, 0].sum().backward()
-    assert hidden.grad[0, [0, 3]].abs().sum() > 0 and hidden.grad[0, [1, 2, 4, 5]].abs().sum() == 0
+    assert hidden.grad[0, [0, 6]].abs().sum() > 0 and hidden.grad[0, [1, 2, 3, 4, 5, 7, 8]].abs().sum() == 0
+
+
+def test_start_markers_are_the_classifiers_mention_starts(small):
+    """On real encoded documents, the parity rule finds exactly the positions the classifier reads."""
+    from dore.methods.classifier import RelationClassifier
+
+    docs, layout = small
+    classifier = RelationClassifier.from_backbone(initial_backbone(config(), layout), layout, context_pooling=False)
+    slot_ids = torch.as_tensor(classifier.marker_ids[:layout.n_slots])
+    for ex in classifier.examples(docs):
+        _, position, slot = entities.start_markers(torch.tensor([ex.input_ids]), slot_ids)
+        slot_of = layout.assign(ex.doc).slot_of
+        expected = sorted((p, slot_of[e]) for e, starts in enumerate(ex.starts) for p in starts)
+        assert sorted(zip(position.tolist(), slot.tolist())) == expected
+
+
+def teacher(small, tmp_path, *, context_pooling: bool = False):
+    """A saved classifier whose head is not at its initial values (a trained-looking teacher)."""
+    from dore.methods.classifier import RelationClassifier
+
+    _, layout = small
+    classifier = RelationClassifier.from_backbone(initial_backbone(config(), layout), layout, seed=3,
+                                                  context_pooling=context_pooling)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(1)
+        classifier.model.bilinear.weight.normal_(0, 0.05)
+        classifier.model.bilinear.bias.normal_(0, 1.0)
+    return classifier, classifier.save_pretrained(tmp_path / "teacher")
+
+
+def test_the_pair_term_starts_as_the_teachers_head(small, tmp_path):
+    """`teacher_pair_head`: on the teacher's encoder, the atlop pair term scores every pair as the
+    classifier does, its threshold class as NA (the last label); without the switch it starts at zero."""
+    from dore.model.inputs import encode
+
+    docs, layout = small
+    classifier, directory = teacher(small, tmp_path)
+    cfg = config(pair_logits=True, pair_scorer="atlop", init_encoder_from=str(directory), teacher_pair_head=True)
+    student = initial_backbone(cfg, layout).model.eval()
+    module = entities.of(student)
+    slot_ids = torch.as_tensor(classifier.marker_ids[:layout.n_slots])
+    examples = classifier.examples(docs[:3])
+    with torch.no_grad():
+        expected = classifier.model.eval()(**classifier.collate(examples)).split([len(ex.pairs) for ex in examples])
+        for ex, logits in zip(examples, expected):
+            ids = torch.tensor([ex.input_ids])
+            heads, tails = module.pair.features(module.pair_pooled(ids, encode(student, ids, torch.ones_like(ids)),
+                                                                   slot_ids))
+            slot = layout.assign(ex.doc).slot_of
+            h, t = (torch.tensor([slot[p[i]] for p in ex.pairs]) for i in (0, 1))
+            scores = module.pair.score(heads[0, h], tails[0, t])
+            torch.testing.assert_close(scores, logits.roll(-1, 1), atol=1e-4, rtol=1e-4)
+    plain = initial_backbone(config(pair_logits=True, pair_scorer="atlop", init_encoder_from=str(directory)), layout)
+    assert not entities.of(plain.model).pair.bilinear.any()  # the switch, not the encoder, brings the head
+
+
+def test_teacher_pair_head_refuses_what_it_cannot_carry(small, tmp_path):
+    from dore.data.model import DataError
+
+    _, layout = small
+    with pytest.raises(ValueError, match="teacher_pair_head"):
+        config(pair_logits=True, teacher_pair_head=True, init_encoder_from=str(tmp_path))  # low-rank scorer
+    with pytest.raises(ValueError, match="teacher_pair_head"):
+        config(pair_logits=True, pair_scorer="atlop", teacher_pair_head=True)  # no teacher
+    _, pooled = teacher(small, tmp_path, context_pooling=True)
+    with pytest.raises(DataError, match="context pooling"):
+        initial_backbone(config(pair_logits=True, pair_scorer="atlop", init_encoder_from=str(pooled),
+                                teacher_pair_head=True), layout)
 
 
 def test_pair_slots_read_the_row_head_and_each_tail(small):
@@ -296,3 +367,12 @@ def test_length_buckets_read_each_rows_own_document_entities(small, scorer):
         bucketed, n_b = row_loss(backbone.model, batch, code_to_id=ids, bucket=True)
         whole, n_w = row_loss(backbone.model, batch, code_to_id=ids, bucket=False)
     assert n_b == n_w and bucketed.item() == pytest.approx(whole.item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("pooling", [True, False])
+def test_the_classifier_takes_the_context_pooling_switch(small, pooling):
+    from dore.methods.classifier import ClassifierMethod
+
+    _, layout = small
+    cfg = TrainConfig(backbone="tiny-bart", context_pooling=pooling)
+    assert ClassifierMethod(cfg, initial_backbone(cfg, layout), layout).model.context_pooling is pooling
