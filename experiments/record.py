@@ -67,6 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     steps, seconds = training_log(args.run)
     saved = args.run / "model"
     card = read_card(saved)
+    start = (card.get("preset") or {}).get("init_encoder_from") or (card.get("preset") or {}).get("init_from")
+    if start:  # a teacher or an earlier run: its time is inside the budget, so the claim names it
+        ancestor = Path(start)
+        shutil.copyfile(ancestor.parent / "train" / "train_log.jsonl", out / "starts_from_train_log.jsonl")
+        starts_from = {"model": start, "kind": "classifier" if (ancestor / "classifier.json").exists() else "dore",
+                       "optimizer_steps": training_log(ancestor.parent)[0],
+                       "lineage_seconds": read_card(ancestor).get("lineage_seconds"),
+                       "dev_selected": read_card(ancestor).get("dev_metrics"), "train_log": "starts_from_train_log.jsonl"}
     revision = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                               text=True).stdout.strip()
     record = {"kind": args.kind, "dataset": args.dataset, "split": "test", "setting": SETTING[args.dataset],
@@ -76,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
               **({"relation_logits": args.relation_logits} if args.kind == "dore" else {}),
               "dev_selected": card.get("dev_metrics"),
               "decoding_tuned_on_dev": card.get("decoding"),
-              "predictions": "result.json.gz", "command": args.command, "revision": revision}
+              "predictions": "result.json.gz", "command": args.command, "revision": revision,
+              **({"starts_from": starts_from} if start else {})}
     (out / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: record[k] for k in ("f1", "ign_f1", "p", "r", "optimizer_steps")}))
 
