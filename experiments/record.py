@@ -67,14 +67,16 @@ def main(argv: list[str] | None = None) -> None:
     steps, seconds = training_log(args.run)
     saved = args.run / "model"
     card = read_card(saved)
-    start = (card.get("preset") or {}).get("init_encoder_from") or (card.get("preset") or {}).get("init_from")
+    preset = card.get("preset") or {}
+    start = preset.get("init_encoder_from") or preset.get("init_from")
     if start:  # a teacher or an earlier run: its time is inside the budget, so the claim names it
         ancestor = Path(start)
         shutil.copyfile(ancestor.parent / "train" / "train_log.jsonl", out / "starts_from_train_log.jsonl")
         starts_from = {"model": start, "kind": "classifier" if (ancestor / "classifier.json").exists() else "dore",
                        "optimizer_steps": training_log(ancestor.parent)[0],
                        "lineage_seconds": read_card(ancestor).get("lineage_seconds"),
-                       "dev_selected": read_card(ancestor).get("dev_metrics"), "train_log": "starts_from_train_log.jsonl"}
+                       "dev_selected": read_card(ancestor).get("dev_metrics"),
+                       "train_log": "starts_from_train_log.jsonl"}
     revision = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                               text=True).stdout.strip()
     record = {"kind": args.kind, "dataset": args.dataset, "split": "test", "setting": SETTING[args.dataset],

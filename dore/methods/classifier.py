@@ -28,11 +28,11 @@ from dore.config import TrainConfig
 from dore.data.model import DataError, Document, atomic_dir, atomic_write_text, candidate_pairs
 from dore.extract import Predictions
 from dore.model.atlop import ATLOP, TH, at_loss, at_predict
-from dore.model.backbone import CLASSIFIER_WEIGHTS, Backbone
+from dore.model.backbone import CLASSIFIER_CONFIG, CLASSIFIER_WEIGHTS, Backbone
 from dore.model.inputs import encode_document, special_frame, word_pieces
 from dore.symbolic.layout import IdLayout, SlotAssignment
 
-CONFIG_FILE = "classifier.json"
+CONFIG_FILE = CLASSIFIER_CONFIG
 WEIGHTS_FILE = CLASSIFIER_WEIGHTS
 
 
@@ -235,8 +235,9 @@ class ClassifierMethod:
         if cfg.chunk_length is not None:
             raise ValueError("the classifier encodes one window per document: chunk_length is not supported")
         self.cfg = cfg
-        self.classifier = RelationClassifier.from_backbone(backbone, layout, context_pooling=cfg.context_pooling and backbone.family != "led",
-                                                           seed=cfg.seed, max_source_length=cfg.max_source_length)
+        pooling = cfg.context_pooling and backbone.family != "led"
+        self.classifier = RelationClassifier.from_backbone(backbone, layout, context_pooling=pooling, seed=cfg.seed,
+                                                           max_source_length=cfg.max_source_length)
         self.model = self.classifier.model
 
     def examples(self, docs: Sequence[Document], counts: Counter) -> list[PairExample]:

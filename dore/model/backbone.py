@@ -331,7 +331,8 @@ def set_attention_dropout(model: torch.nn.Module, rate: float) -> int:
     return changed
 
 
-CLASSIFIER_WEIGHTS = "classifier.safetensors"  # what `dore.methods.classifier` saves (a layer above this one)
+# what `dore.methods.classifier` saves (a layer above this one)
+CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.safetensors", "classifier.json"
 
 
 def load_classifier_encoder(model: PreTrainedModel, directory: str | os.PathLike, layout: IdLayout) -> int:
@@ -365,7 +366,7 @@ def load_classifier_pair_head(pair: entities.PairScorer, directory: str | os.Pat
     must have been trained without context pooling (its head then reads [entity; context]). Class 0,
     the classifier's threshold, becomes the pair term's NA label (its last); relation r stays r."""
     directory = Path(directory)
-    config_file = directory / "classifier.json"  # what `dore.methods.classifier` writes beside its weights
+    config_file = directory / CLASSIFIER_CONFIG
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if config.get("context_pooling", True):
         raise DataError("the classifier was trained with context pooling: its head reads [entity; context], the "
@@ -393,4 +394,3 @@ def load_classifier_pair_head(pair: entities.PairScorer, directory: str | os.Pat
         pair.tail.bias.copy_(saved["tail_extractor.bias"])
         pair.bilinear.copy_(bilinear[na_last].permute(1, 2, 3, 0))
         pair.bias.copy_(saved["bilinear.bias"][na_last])
-
