@@ -1,15 +1,17 @@
 """Record a trained model's test claim under `experiments/<name>/`, re-scorable by anyone:
 
-- `result.json.gz`: `dore predict` on the test file, in DocRED's official (CodaLab) format;
+- `result.json.gz` (DocRED: the official CodaLab format) or `predictions.jsonl.gz` (CDR: `dore predict`'s
+  JSON lines): `dore predict` on the test file;
 - `metrics.json`: `dore score` of those predictions, with what the claim rests on: kind, dataset,
   split, setting, scorer, budget, optimizer steps and seconds per step (from the run's training
   log), the command that trained the model and the git revision.
 
     python experiments/record.py redocred-dore-90min --run runs/budget/dore/docred --budget-minutes 90 \\
-        --command "dore train ..." [--relation-logits pair --name-suffix pair-only]
+        --command "dore train ..." [--relation-logits pair]   # an ablation: name it <name>-pair-only
 
 Re-score: `dore score experiments/<name>/result.json.gz ../shared/data/redocred/test_revised.json
---train <the run's docs/train.jsonl>`. Test is decoded once per claim; nothing here selects or tunes.
+--train <the run's docs/train.jsonl>` (CDR: `dore score experiments/<name>/predictions.jsonl.gz
+../shared/data/cdr/processed/test_filter.data`). Test is decoded once per claim; nothing here selects or tunes.
 """
 
 from __future__ import annotations
@@ -26,9 +28,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from dore.stages import read_card  # noqa: E402
-TEST = {"docred": REPO.parent / "shared" / "data" / "redocred" / "test_revised.json"}
+DATA = REPO.parent / "shared" / "data"
+TEST = {"docred": DATA / "redocred" / "test_revised.json", "cdr": DATA / "cdr" / "processed" / "test_filter.data"}
 SETTING = {"docred": "train = Re-DocRED dev_revised minus its last 50 docs; dev = those 50; test = Re-DocRED "
-                     "test_revised (all 500 documents)"}
+                     "test_revised (all 500 documents)",
+           "cdr": "CDR's official train / dev / test (500 documents each, EoG *_filter.data); test scored over "
+                  "its candidate pairs"}
+# DocRED: the official (CodaLab) result.json; the others: `dore predict`'s JSON lines
+PREDICTIONS = {"docred": "result.json", "cdr": "predictions.jsonl"}
 
 
 def dore(*args: str) -> None:
@@ -55,14 +62,16 @@ def main(argv: list[str] | None = None) -> None:
 
     out = REPO / "experiments" / args.name
     out.mkdir(parents=True, exist_ok=True)
+    predictions = PREDICTIONS[args.dataset] + ".gz"
     with tempfile.TemporaryDirectory() as tmp:
-        result, scored = Path(tmp) / "result.json", Path(tmp) / "score.json"
+        result, scored = Path(tmp) / PREDICTIONS[args.dataset], Path(tmp) / "score.json"
         dore("predict", str(args.run / "model"), str(TEST[args.dataset]), "-o", str(result),
              *(["--relation-logits", args.relation_logits] if args.kind == "dore" else []))
-        with open(result, "rb") as src, gzip.open(out / "result.json.gz", "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        dore("score", str(out / "result.json.gz"), str(TEST[args.dataset]),
-             "--train", str(args.run / "docs" / "train.jsonl"), "--out", str(scored))
+        with open(result, "rb") as src, gzip.GzipFile(out / predictions, "wb", mtime=0) as dst:
+            shutil.copyfileobj(src, dst)  # mtime 0: the same predictions give the same bytes
+        dore("score", str(out / predictions), str(TEST[args.dataset]),
+             *(["--train", str(args.run / "docs" / "train.jsonl")] if args.dataset == "docred" else []),
+             "--out", str(scored))
         metrics = json.loads(scored.read_text())
     steps, seconds = training_log(args.run)
     saved = args.run / "model"
@@ -82,11 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     record = {"kind": args.kind, "dataset": args.dataset, "split": "test", "setting": SETTING[args.dataset],
               "scorer": metrics["scorer"], "budget_minutes": args.budget_minutes, "optimizer_steps": steps,
               "training_seconds": seconds, "seconds_per_step": round(seconds / max(steps, 1), 3),
-              **{k: metrics[k] for k in ("f1", "ign_f1", "p", "r")},
+              **{k: metrics.get(k) for k in ("f1", "ign_f1", "p", "r")},  # ign_f1: DocRED only (null)
               **({"relation_logits": args.relation_logits} if args.kind == "dore" else {}),
               "dev_selected": card.get("dev_metrics"),
               "decoding_tuned_on_dev": card.get("decoding"),
-              "predictions": "result.json.gz", "command": args.command, "revision": revision,
+              "predictions": predictions, "command": args.command, "revision": revision,
               **({"starts_from": starts_from} if start else {})}
     (out / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: record[k] for k in ("f1", "ign_f1", "p", "r", "optimizer_steps")}))

@@ -26,7 +26,8 @@ from dore.data.importing import DEFAULT_DEST, DEFAULT_SOURCE, MirrorMissingError
 from dore.data.model import DataError, atomic_write_text
 from dore.extract import Extractor
 from dore.methods.classifier import CONFIG_FILE as CLASSIFIER_CONFIG, RelationClassifier
-from dore.scoring.score import docred_records_from_documents, headline, predictions_from_documents
+from dore.scoring.score import (docred_records_from_documents, headline, is_prediction_lines, predictions_from_documents,
+                                read_prediction_lines)
 from dore.scoring.score import score as score_predictions
 from dore.symbolic.layout import default_layout
 from dore.symbolic.linearize import build_targets, convert_file
@@ -81,8 +82,8 @@ def _default_rel_info() -> dict[str, str] | None:
 
 @app.command()
 def score(
-    predictions: Annotated[Path, typer.Argument(help="result.json (CodaLab; .json.gz too), a dataset file, or dore "
-                                                     "JSONL documents")],
+    predictions: Annotated[Path, typer.Argument(help="result.json (CodaLab; .json.gz too), a dataset file, dore "
+                                                     "JSONL documents, or `dore predict`'s JSON lines (.jsonl.gz too)")],
     gold: Annotated[Path, typer.Argument(help="gold dataset file")],
     train: Annotated[Optional[list[Path]], typer.Option(help="DocRED: files trained on (Ign F1 fact set)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write the metrics JSON here")] = None,
@@ -94,6 +95,8 @@ def score(
     if predictions.name.endswith((".json", ".json.gz")) and _is_result_json(predictions):
         records = [p.model_dump(exclude_none=True) for p in read_docred_result(predictions)]
         preds = {}
+    elif predictions.name.endswith((".jsonl", ".jsonl.gz")) and is_prediction_lines(predictions):
+        preds = read_prediction_lines(predictions)  # `dore predict`'s own output, any dataset
     else:
         pred_docs, _, pred_fmt = read_any(predictions)
         preds = predictions_from_documents(pred_docs)
@@ -215,8 +218,8 @@ def predict(
     result.json, h_idx/t_idx indexing the vertexSet); documents without (plain text, {"id", "text"}
     lines, DocRED without vertexSet) get entities from the model's recognizer: one JSON line each with
     the entities (mentions with sentence, word and character spans) and the relations between them.
-    A saved classifier baseline (`dore train --method classifier`) answers DocRED input with entities
-    in the official format, so its claims re-score the same way."""
+    A saved classifier baseline (`dore train --method classifier`) answers documents with entities in
+    the official format (a .json path) or as these JSON lines (.jsonl), so its claims re-score the same way."""
     if (model_dir / CLASSIFIER_CONFIG).exists():
         _predict_with_classifier(model_dir, inputs, out, fmt)
         return
@@ -245,12 +248,16 @@ def _predict_with_classifier(model_dir: Path, inputs: Path, out: str, fmt: str |
     if without:
         raise DataError(f"the classifier reads documents with their entities; {len(without)} have none",
                         file=inputs, doc=without[0], field="vertexSet")
-    if not out.endswith(".json"):
-        raise typer.BadParameter(f"{out}: a classifier writes DocRED's official result.json (a .json path)",
-                                 param_hint="--out")
+    if not out.endswith((".json", ".jsonl")):
+        raise typer.BadParameter(f"{out}: a classifier writes DocRED's official result.json (a .json path) or "
+                                 "dore's JSON lines (.jsonl)", param_hint="--out")
     predictions = RelationClassifier.from_pretrained(model_dir).predict(docs)
-    write_docred_result(out, [{"title": d.doc_id, "h_idx": h, "t_idx": t, "r": label}
-                              for d in docs for (h, t), label in predictions[d.doc_id]])
+    if out.endswith(".jsonl"):  # `dore predict`'s JSON lines, which `dore score` reads for every dataset
+        atomic_write_text(out, "".join(json.dumps({"doc_id": d.doc_id, "relations": [
+            {"args": [h, t], "label": label} for (h, t), label in predictions[d.doc_id]]}) + "\n" for d in docs))
+    else:
+        write_docred_result(out, [{"title": d.doc_id, "h_idx": h, "t_idx": t, "r": label}
+                                  for d in docs for (h, t), label in predictions[d.doc_id]])
     console.print(f"{sum(map(len, predictions.values()))} relations from {len(docs)} documents -> {out}")
 
 

@@ -224,7 +224,9 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[Document]:
-    with open(path, encoding="utf-8") as fh:
+    """dore's documents, one per line (gzip if `.gz`: committed predictions are compressed)."""
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
                 yield Document.from_json(line, file=str(path), lineno=lineno).check(file=str(path))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from dore.data.model import Document
+from dore.data.model import DataError, Document, iter_json_objects
 from dore.scoring.bio import candidate_f1
 from dore.scoring.docred import docred_score, redocred_breakdown, train_facts
 from dore.scoring.scirex import scirex_official
@@ -30,6 +30,32 @@ def dataset_kind(gold: Sequence[Document]) -> str:
 def predictions_from_documents(docs: Iterable[Document]) -> dict[str, list[tuple[tuple[int, ...], str]]]:
     """A document file used as predictions (e.g. gold scored against itself)."""
     return {d.doc_id: [(tuple(r.args), r.label) for r in d.relations] for d in docs}
+
+
+def is_prediction_lines(path) -> bool:
+    """`dore predict`'s JSON lines for documents given with entities (`{"doc_id", "relations"}`, no tokens)."""
+    first = next(iter_json_objects(path), (0, {}))[1]
+    return "doc_id" in first and "relations" in first and "tokens" not in first
+
+
+def read_prediction_lines(path) -> dict[str, list[tuple[tuple[int, ...], str]]]:
+    """`dore predict`'s JSON lines (gzip if `.gz`) as predictions: each relation needs `args` (entity
+    indices) and `label`; a malformed line raises DataError naming the file, line and field."""
+    predictions: dict[str, list[tuple[tuple[int, ...], str]]] = {}
+    for lineno, record in iter_json_objects(path):
+        doc_id, relations = record.get("doc_id"), record.get("relations")
+        if not isinstance(doc_id, str) or not isinstance(relations, list):
+            raise DataError("expected {\"doc_id\": str, \"relations\": [...]}", file=path, line=lineno,
+                            field="doc_id" if not isinstance(doc_id, str) else "relations")
+        for i, relation in enumerate(relations):
+            args, label = (relation.get("args"), relation.get("label")) if isinstance(relation, dict) else (None, None)
+            if not (isinstance(args, list) and all(isinstance(a, int) for a in args) and isinstance(label, str)):
+                raise DataError("a relation needs integer `args` and a string `label`", file=path, line=lineno,
+                                doc=doc_id, field=f"relations[{i}]")
+        if doc_id in predictions:
+            raise DataError("document predicted twice", file=path, line=lineno, doc=doc_id, field="doc_id")
+        predictions[doc_id] = [(tuple(r["args"]), r["label"]) for r in relations]
+    return predictions
 
 
 def docred_records_from_documents(docs: Iterable[Document]) -> list[dict]:

@@ -255,6 +255,7 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
                         on_best(model, state["best"])
             accelerator.wait_for_everyone()
         state["counts"] = dict(counts)
+        state["seconds"] = time.perf_counter() - start  # the dev evaluation just run counts in the budget too
         if (epoch_done or stop) and accelerator.is_main_process:
             ckpt.save(state["step"], model, optimizer, scheduler, state)
     progress.close()

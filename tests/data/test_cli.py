@@ -82,3 +82,41 @@ def test_score_reads_gzip_compressed_predictions(shared_data, tmp_path):
         assert result.exit_code == 0, result.output
         scores.append(json.loads(out.read_text())["f1"])
     assert scores[0] == scores[1] and 0 < scores[0] < 100
+
+
+def test_score_reads_the_prediction_lines_of_dore_predict(shared_data, tmp_path):
+    """`dore predict`'s JSON lines (how CDR claims are committed, gzip-compressed) score like the same
+    relations given as documents, with the dataset's own scorer (CDR: ATLOP's candidate-pair F1)."""
+    import gzip
+
+    from dore.data.formats import read_any
+    from dore.data.model import write_jsonl
+
+    docs = read_any(shared_data / "cdr" / "processed" / "test_filter.data")[0][:6]
+    gold = write_jsonl(tmp_path / "gold.jsonl", docs)
+    kept = [d.model_copy(update={"relations": d.relations[::2]}) for d in docs]  # not a trivial 100
+    as_documents = write_jsonl(tmp_path / "pred_docs.jsonl", kept)
+    lines = tmp_path / "predictions.jsonl.gz"
+    with gzip.open(lines, "wt", encoding="utf-8") as fh:
+        for d in kept:
+            fh.write(json.dumps({"doc_id": d.doc_id, "relations": [
+                {"args": list(r.args), "label": r.label, "confidence": 1.0} for r in d.relations]}) + "\n")
+    scores = []
+    for path in (as_documents, lines):
+        out = tmp_path / f"{path.name}.metrics.json"
+        result = runner.invoke(app, ["score", str(path), str(gold), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads(out.read_text())
+        assert metrics["scorer"] == "atlop_candidate_f1"
+        scores.append((metrics["f1"], metrics["p"], metrics["r"]))
+    assert scores[0] == scores[1] and 0 < scores[0][0] < 100
+
+
+def test_score_names_the_line_of_a_malformed_prediction(tmp_path):
+    from dore.data.model import DataError
+    from dore.scoring.score import read_prediction_lines
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_text('{"doc_id": "a", "relations": []}\n{"doc_id": "b", "relations": [{"args": ["x", 1], "label": "P1"}]}\n')
+    with pytest.raises(DataError, match=r"line 2.*document 'b'.*relations\[0\]"):
+        read_prediction_lines(path)

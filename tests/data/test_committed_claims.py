@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from dore.data.datasets import get_setting
-from dore.scoring.score import score
+from dore.scoring.score import read_prediction_lines, score
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 CLAIMS = sorted(path for path in EXPERIMENTS.glob("**/metrics*.json")
                 if (record := json.loads(path.read_text())).get("dataset") == "docred" and record.get("predictions"))
+CDR_CLAIMS = sorted(path for path in EXPERIMENTS.glob("**/metrics*.json")
+                    if (record := json.loads(path.read_text())).get("dataset") == "cdr" and record.get("predictions"))
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +37,17 @@ def test_a_committed_claim_rescores_to_its_numbers(path, redocred):
     gold = redocred["test"][: record.get("documents") or len(redocred["test"])]
     rescored = score({}, gold, train_docs=redocred["train"], docred_results=results)
     for key in ("f1", "ign_f1", "p", "r"):
+        assert rescored[key] == pytest.approx(record[key], abs=1e-9), key
+
+
+@pytest.mark.parametrize("path", CDR_CLAIMS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_a_committed_cdr_claim_rescores_to_its_numbers(path, shared_data):
+    """CDR claims (`dore predict`'s JSON lines) re-score with ATLOP's candidate-pair F1 on the real test file."""
+    record = json.loads(path.read_text())
+    assert record["split"] == "test" and record["scorer"] == "atlop_candidate_f1"
+    gold = get_setting("cdr").read_splits(("test",), root=shared_data)["test"]
+    rescored = score(read_prediction_lines(path.parent / record["predictions"]), gold)
+    for key in ("f1", "p", "r"):
         assert rescored[key] == pytest.approx(record[key], abs=1e-9), key
 
 

@@ -149,6 +149,24 @@ def test_a_budget_that_stops_mid_epoch_still_selects_a_model(small, tmp_path):
     assert len(logged) == len(again.history)  # a fresh run does not append to the old log
 
 
+def test_the_dev_evaluation_counts_in_the_time_a_resumed_run_starts_from(small, tmp_path):
+    """Budget B includes dev evaluation: the checkpoint after an epoch's evaluation carries its time,
+    so a run resumed from there (e.g. with more epochs) does not get that time back."""
+    import time
+
+    docs, layout = small
+    cfg = TrainConfig(backbone="tiny-t5", epochs=1, batch_docs=3, log_every_steps=1, mixed_precision="no")
+
+    def slow_dev(model, epoch):
+        time.sleep(1.5)
+        return {"f1": 1.0}
+
+    result = train(cfg, DoreMethod(cfg, load_backbone("tiny-t5", layout, seed=0), layout), docs, tmp_path,
+                   evaluate_dev=slow_dev)
+    saved = json.loads((Checkpointer(tmp_path / "checkpoints").latest() / "state.json").read_text())
+    assert result.steps == 2 and saved["step"] == 2 and saved["seconds"] >= 1.5
+
+
 @pytest.mark.parametrize("spec", ["tiny-bart", "minilm"])
 def test_entity_embeddings_train_save_and_reload(small, tmp_path, spec):
     """The entity table learns (in the lr_new group), is saved in the safetensors and restored by
