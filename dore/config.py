@@ -75,6 +75,10 @@ class TrainConfig(BaseModel):
     pair_loss: float = Field(0.0, ge=0.0, description="weight of an adaptive-threshold loss (ATLOP's, NA as the "
                              "threshold) on the pair term alone over every entity pair of each document, not only "
                              "the pairs of the sampled rows; 0: off (needs pair_logits)")
+    tail_logits: bool = Field(False, description="pair-aware tail logits: where the decoder chooses its next tail "
+                              "(or EOS), add to each entity's logit the pair term's evidence that (head, entity) "
+                              "holds a relation (logsumexp of its relation scores minus NA's), times a learned "
+                              "scale that starts at 0 (at 1 with teacher_pair_head); needs pair_logits")
     attention_dropout: float | None = Field(
         None, ge=0.0, le=1.0, description="dropout on attention probabilities in every attention of the backbone "
         "(encoder and decoder); null: the backbone's own (MiniLM: 0.1). 0 lets CPU attention take its fused "
@@ -108,6 +112,8 @@ class TrainConfig(BaseModel):
         if self.teacher_pair_head and not (self.init_encoder_from and self.pair_scorer == "atlop"):
             raise ValueError("teacher_pair_head starts the atlop pair term from the init_encoder_from classifier's "
                              "head: it needs both (pair_scorer atlop, init_encoder_from)")
+        if self.tail_logits and not self.pair_logits:
+            raise ValueError("tail_logits reads the pair term: it needs pair_logits")
         if self.pair_loss and not self.pair_logits:
             raise ValueError("pair_loss trains the pair term: it needs pair_logits")
         return self

@@ -61,20 +61,31 @@ class SymbolHead:
             self.bias = output.bias[code_to_id] + (0 if self.bias is None else self.bias)
         self.entities = entities.of(model)  # document-aware entity symbols, when attached
         self.code_to_id = code_to_id
+        vocab = model.get_decoder().get_input_embeddings().num_embeddings
         self.slot_of_id = None if self.entities is None else entities.slot_lookup(
-            code_to_id, self.entities.n_slots, model.get_decoder().get_input_embeddings().num_embeddings)
+            code_to_id, self.entities.n_slots, vocab)
+        self.is_relation_id = None  # [vocab]: the relation and NA symbols' ids (the pair term's labels)
+        if self.entities is not None and self.entities.pair is not None:
+            labels = code_to_id[self.entities.n_slots:self.entities.n_slots + self.entities.pair.label_bias.numel()]
+            self.is_relation_id = torch.zeros(vocab, dtype=torch.bool, device=code_to_id.device)
+            self.is_relation_id[labels] = True
 
     def logits(self, hidden: Tensor, table: Tensor | None = None, pair: Tensor | None = None,
-               at_tail: Tensor | None = None) -> Tensor:
+               at_tail: Tensor | None = None, tail: Tensor | None = None, at_choice: Tensor | None = None) -> Tensor:
         """Symbol logits of decoder states [rows, (T,) H]; `table` [rows, n_slots, H]: the rows'
         entity table, dotted with the states and added to the slots' logits (a pointer); `pair`
         [rows, (T,) n_labels]: the pair term of the relation symbols (`pair_logits`), at the
-        positions `at_tail` (bool [rows, (T,)]) that read a tail."""
+        positions `at_tail` (bool [rows, (T,)]) that read a tail; `tail` [rows, n_slots]: the
+        pair-aware tail logits (`tail_term`), at the positions `at_choice` that choose a tail."""
         hidden = self.transform(hidden * self.scale)
         logits = hidden @ self.weight.T
         if table is not None:
             pointer = torch.einsum("r...h,rnh->r...n", hidden, table.to(hidden.dtype))
             logits = torch.cat([logits[..., :pointer.shape[-1]] + pointer, logits[..., pointer.shape[-1]:]], -1)
+        if tail is not None:
+            n = tail.shape[-1]
+            added = (tail[:, None] if logits.dim() == 3 else tail) * at_choice[..., None].to(tail.dtype)
+            logits = torch.cat([logits[..., :n] + added.to(logits.dtype), logits[..., n:]], -1)
         if pair is not None:
             start, end = self.entities.n_slots, self.entities.n_slots + pair.shape[-1]
             relation, pair = logits[..., start:end], pair.to(logits.dtype)
@@ -111,6 +122,23 @@ class SymbolHead:
         head_pos = is_entity.int().argmax(1)
         after_head = torch.arange(ids.shape[1], device=ids.device) > head_pos[:, None]
         return slot.gather(1, head_pos[:, None]).squeeze(1), slot.masked_fill(~(is_entity & after_head), -1)
+
+    def choice_positions(self, ids: Tensor) -> Tensor:
+        """bool [rows, T]: the positions of decoder inputs `ids` [rows, T] whose next symbol is a tail
+        or EOS: those that read the row's head or a relation symbol."""
+        slot = self.slot_of_id[ids]
+        head_pos = (slot >= 0).int().argmax(1)
+        return (torch.arange(ids.shape[1], device=ids.device) == head_pos[:, None]) | self.is_relation_id[ids]
+
+    def tail_term(self, features: tuple[Tensor, Tensor], head_slot: Tensor) -> Tensor | None:
+        """Pair-aware tail logits [rows, n_slots] of each row's head, or None: a model trained
+        without them, or the pair term switched off (`relation_logits` "decoder")."""
+        pair = self.entities.pair
+        if pair.tail_scale is None or self.entities.relation_logits == "decoder":
+            return None
+        head_features, tail_features = features
+        return pair.tail_evidence(head_features[torch.arange(len(head_slot), device=head_slot.device), head_slot],
+                                  tail_features)
 
     def pair_logits(self, features: tuple[Tensor, Tensor], head_slot: Tensor, tail_slot: Tensor) -> Tensor:
         """The pair term [rows, T, n_labels] of each row's (head, tail at each position); 0 where no tail."""
@@ -157,11 +185,13 @@ class SymbolHead:
                                    past_key_values=cache, use_cache=cache is not None)
         finally:
             ROW_GROUPS.reset(token)
-        pair = at_tail = None
+        pair = at_tail = tail = at_choice = None
         if features is not None:
             head_slot, tail_slot = self.pair_slots(decoder_input_ids)
             pair, at_tail = self.pair_logits(features, head_slot, tail_slot), tail_slot >= 0
-        return self.logits(out.last_hidden_state, table, pair, at_tail)
+            tail = self.tail_term(features, head_slot)
+            at_choice = None if tail is None else self.choice_positions(decoder_input_ids)
+        return self.logits(out.last_hidden_state, table, pair, at_tail, tail, at_choice)
 
 
 def rows_of(document_entities: tuple[Tensor | None, tuple[Tensor, Tensor] | None], row_doc: Tensor | None

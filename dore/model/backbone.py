@@ -112,7 +112,8 @@ def load_trained(directory: str | os.PathLike, layout: IdLayout) -> Backbone:
                         file=directory, field="tokenizer")
     if entity_state:
         pair_labels, pair_rank, pair_kind = entities.saved_pair_shape(entity_state)
-        entities.attach(model, layout.n_slots, pair_labels, pair_rank, pair_kind).load_state_dict(entity_state)
+        entities.attach(model, layout.n_slots, pair_labels, pair_rank, pair_kind,
+                        entities.saved_tail_logits(entity_state)).load_state_dict(entity_state)
     return _backbone(model, tokenizer, _family(model), layout)
 
 
@@ -304,6 +305,8 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
                                                   kind=cfg.pair_scorer).to(backbone.model.device)
         if cfg.teacher_pair_head:
             load_classifier_pair_head(module.pair, cfg.init_encoder_from)
+        if cfg.tail_logits and module.pair.tail_scale is None:
+            module.pair.add_tail_logits(1.0 if cfg.teacher_pair_head else 0.0)
     return backbone
 
 

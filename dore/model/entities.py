@@ -30,6 +30,12 @@ marker state, a rank-256 bilinear form) or "atlop" (ATLOP's, without its context
 logsumexp of the mention start markers' states and a group bilinear form over blocks of 64). The
 "atlop" term can start as a trained classifier's head (`TrainConfig.teacher_pair_head`,
 `dore.model.backbone.load_classifier_pair_head`): same features, same form.
+
+Pair-aware tail logits (`TrainConfig.tail_logits`) let the pair term also choose which tails a
+row writes: where the decoder's next symbol is a tail or EOS (after the head, after a relation),
+each entity's logit gets the pair term's evidence that (head, entity) holds a relation, times a
+learned scale (`PairScorer.tail_evidence`). Without them the decoder alone decides which pairs
+are written, and the pair term only labels them.
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class PairScorer(nn.Module):
             self.head, self.tail = nn.Linear(encoder_dim, encoder_dim), nn.Linear(encoder_dim, encoder_dim)
             self.bilinear = nn.Parameter(torch.zeros(encoder_dim // PAIR_BLOCK, PAIR_BLOCK, PAIR_BLOCK, n_labels))
             self.bias = nn.Parameter(torch.zeros(n_labels))
+        self.tail_scale: nn.Parameter | None = None  # pair-aware tail logits (`add_tail_logits`), when trained so
 
     def features(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
         """Each slot's head and tail features [docs, n_slots, K], computed once per document."""
@@ -106,6 +113,18 @@ class PairScorer(nn.Module):
     def score(self, head_features: Tensor, tail_features: Tensor) -> Tensor:
         """[..., n_labels] for heads and tails of the same shape [..., K]."""
         return (tail_features.unsqueeze(-2) @ self.maps(head_features)).squeeze(-2) + self.label_bias
+
+    def add_tail_logits(self, scale: float = 0.0) -> None:
+        """Pair-aware tail logits (`TrainConfig.tail_logits`): a learned scale of `tail_evidence`,
+        0 to start as without them (1: trust a teacher's head as it is)."""
+        self.tail_scale = nn.Parameter(torch.tensor(float(scale), device=self.label_bias.device))
+
+    def tail_evidence(self, head_features: Tensor, tail_features: Tensor) -> Tensor:
+        """[rows, n_slots]: for each row's head [rows, K] and every slot as its tail [rows, n_slots, K],
+        the scaled evidence that the pair holds a relation: logsumexp of the relation scores minus NA's
+        (NA is the last label), the margin by which ATLOP's threshold rule would call the pair positive."""
+        scores = torch.bmm(tail_features, self.maps(head_features)) + self.label_bias
+        return self.tail_scale * (scores[..., :-1].logsumexp(-1) - scores[..., -1])
 
 
 def start_markers(source_ids: Tensor, slot_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -207,12 +226,15 @@ def _dims(model: PreTrainedModel) -> tuple[int, int]:
 
 
 def attach(model: PreTrainedModel, n_slots: int, pair_labels: int | None = None,
-           pair_rank: int = PAIR_RANK, pair_kind: str = "low-rank") -> EntityEmbeddings:
+           pair_rank: int = PAIR_RANK, pair_kind: str = "low-rank", tail_logits: bool = False) -> EntityEmbeddings:
     """Give `model` document-aware entity symbols (idempotent); returns the module. `pair_labels`:
-    with pair-aware relation logits over that many labels (relations and NA)."""
+    with pair-aware relation logits over that many labels (relations and NA); `tail_logits`: and
+    pair-aware tail logits."""
     module = of(model)
     if module is None:
         module = EntityEmbeddings(*_dims(model), n_slots, pair_labels, pair_rank, pair_kind).to(model.device)
+        if tail_logits:
+            module.pair.add_tail_logits()
         model.dore_entities = module  # a submodule: parameters, state_dict, .to() follow it
     embeddings = model.get_decoder().get_input_embeddings()
     if not getattr(embeddings, "_dore_entity_hook", False):
@@ -259,6 +281,11 @@ def slot_lookup(code_to_id: Tensor, n_slots: int, vocab_size: int) -> Tensor:
     lookup = torch.full((vocab_size,), -1, dtype=torch.long, device=code_to_id.device)
     lookup[code_to_id[:n_slots]] = torch.arange(n_slots, device=code_to_id.device)
     return lookup
+
+
+def saved_tail_logits(state: dict[str, Tensor]) -> bool:
+    """Whether a saved module's `state` has pair-aware tail logits."""
+    return "pair.tail_scale" in state
 
 
 def saved_pair_shape(state: dict[str, Tensor]) -> tuple[int | None, int, str]:

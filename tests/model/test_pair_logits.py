@@ -206,6 +206,8 @@ def randomized_pair(backbone) -> None:
         # the group bilinear sums 64 x 64 products per block where the low-rank form sums 16: a smaller std
         torch.nn.init.normal_(label_weights(pair), std=3.0 if pair.kind == "low-rank" else 3.0 / 8)
         torch.nn.init.normal_(entities.of(backbone.model).project.weight, std=0.3)
+        if pair.tail_scale is not None:
+            pair.tail_scale.data.fill_(2.0)
 
 
 @pytest.mark.parametrize("scorer", entities.PAIR_SCORERS)
@@ -225,9 +227,9 @@ def test_decoding_adds_the_pair_term_where_training_does(small, scorer):
     state = start_greedy(model, ids, mask, doc_of_row, prefixes, constraint, 12, None, compact=False)
     seen, logits = [], state.head.logits
 
-    def recording(hidden, table, pair=None, at_tail=None):
+    def recording(hidden, table, pair=None, *rest):
         seen.append(pair.clone())
-        return logits(hidden, table, pair, at_tail)
+        return logits(hidden, table, pair, *rest)
 
     state.head.logits = recording
     with torch.no_grad():
@@ -242,10 +244,12 @@ def test_decoding_adds_the_pair_term_where_training_does(small, scorer):
         torch.testing.assert_close(pair, forced[:, first + step], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("tail_logits", [False, True])
 @pytest.mark.parametrize("mode", ["pair", "decoder"])
-def test_relation_logits_switch_removes_one_part(small, tmp_path, mode):
+def test_relation_logits_switch_removes_one_part(small, tmp_path, mode, tail_logits):
+    """"decoder" removes the pair term everywhere, the tail logits included."""
     docs, layout = small
-    backbone = initial_backbone(config(pair_logits=True), layout)
+    backbone = initial_backbone(config(pair_logits=True, tail_logits=tail_logits), layout)
     randomized_pair(backbone)
     extractor(backbone, layout).save_pretrained(tmp_path / "model")
     both = Extractor.from_pretrained(tmp_path / "model").extract(docs)
@@ -376,3 +380,92 @@ def test_the_classifier_takes_the_context_pooling_switch(small, pooling):
     _, layout = small
     cfg = TrainConfig(backbone="tiny-bart", context_pooling=pooling)
     assert ClassifierMethod(cfg, initial_backbone(cfg, layout), layout).model.context_pooling is pooling
+
+
+def test_tail_logits_need_the_pair_term():
+    with pytest.raises(ValueError, match="tail_logits"):
+        config(tail_logits=True)
+
+
+def test_tail_logits_start_at_zero_train_save_and_reload(small, tmp_path):
+    docs, layout = small
+    cfg = config(pair_logits=True, tail_logits=True)
+    backbone = initial_backbone(cfg, layout)
+    pair = entities.of(backbone.model).pair
+    assert pair.tail_scale is not None and float(pair.tail_scale) == 0.0
+    plain = initial_backbone(config(pair_logits=True), layout)
+    assert extractor(backbone, layout).extract(docs[:2]) == extractor(plain, layout).extract(docs[:2])
+    train(cfg, DoreMethod(cfg, backbone, layout), docs[:4], tmp_path / "train")
+    assert float(pair.tail_scale) != 0.0  # the loss reached the scale
+    randomized_pair(backbone)
+    trained = extractor(backbone, layout)
+    trained.save_pretrained(tmp_path / "model")
+    reloaded = Extractor.from_pretrained(tmp_path / "model")
+    assert float(entities.of(reloaded.backbone.model).pair.tail_scale) == 2.0
+    assert reloaded.extract(docs) == trained.extract(docs)
+    plain_reloaded = Extractor.from_pretrained(tmp_path / "model")
+    entities.of(plain_reloaded.backbone.model).pair.tail_scale = None  # the switch ignored: other output
+    assert plain_reloaded.extract(docs) != trained.extract(docs)
+
+
+@pytest.mark.parametrize("scorer", entities.PAIR_SCORERS)
+def test_tail_evidence_is_the_margin_of_relations_over_na(scorer):
+    """Every (row head, slot) at once equals the pair scores one by one: logsumexp over the
+    relations minus NA (the last label), times the scale."""
+    torch.manual_seed(0)
+    pair = entities.PairScorer(128, 5, rank=16, kind=scorer)
+    torch.nn.init.normal_(label_weights(pair), std=0.3)
+    pair.add_tail_logits(1.5)
+    heads, tails = pair.features(torch.randn(3, 128))[0], pair.features(torch.randn(3, 7, 128))[1]
+    expected = torch.stack([torch.stack([1.5 * (s[:-1].logsumexp(0) - s[-1]) for s in
+                                         (pair.score(heads[r], tails[r, k]) for k in range(7))]) for r in range(3)])
+    torch.testing.assert_close(pair.tail_evidence(heads, tails), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_choice_positions_are_after_the_head_and_each_relation(small):
+    layout = small[1]
+    backbone = initial_backbone(config(pair_logits=True, tail_logits=True), layout)
+    code_to_id = torch.as_tensor(backbone.code_to_id)
+    head = SymbolHead(backbone.model, code_to_id)
+    e = lambda k: int(code_to_id[k])  # noqa: E731
+    r = lambda k: int(code_to_id[layout.n_slots + k])  # noqa: E731
+    na, pad = int(code_to_id[layout.na_code]), backbone.pad_id
+    ids = torch.tensor([[2, e(3), e(1), r(0), e(5), na, pad], [2, e(0), e(2), r(1), e(2), r(4), e(7)]])
+    assert head.choice_positions(ids).int().tolist() == [[0, 1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1, 0]]
+
+
+def test_decoding_adds_the_tail_term_where_training_does(small):
+    """Step by step, greedy decoding adds the tail term at the positions the teacher-forced forward
+    adds it, with the same values; the term is live (non-zero) and chosen positions vary."""
+    docs, layout = small
+    backbone = initial_backbone(config(pair_logits=True, tail_logits=True), layout)
+    randomized_pair(backbone)
+    model, code_to_id = backbone.model.eval(), torch.as_tensor(backbone.code_to_id)
+    assignments, input_ids = extractor(backbone, layout)._inputs(docs[:1], DecodingConfig(mode="rows"))
+    ids = pad_batch(input_ids, backbone.pad_id)
+    mask = (ids != backbone.pad_id).long()
+    doc_of_row, prefixes, constraint = row_setup(
+        [layout.row_heads(assignments[0].slots)], layout=layout, code_to_id=code_to_id,
+        decoder_prefix=backbone.decoder_prefix, doc_slots=slot_mask(layout, [assignments[0].slots]))
+    state = start_greedy(model, ids, mask, doc_of_row, prefixes, constraint, 12, None, compact=False)
+    seen, logits = [], state.head.logits
+
+    def recording(hidden, table, pair=None, at_tail=None, tail=None, at_choice=None):
+        seen.append((tail.clone(), at_choice.clone()))
+        return logits(hidden, table, pair, at_tail, tail, at_choice)
+
+    state.head.logits = recording
+    with torch.no_grad():
+        state.run()
+        generated = torch.cat([prefixes, code_to_id[state.result()[0]]], 1)
+        head = SymbolHead(model, code_to_id)
+        features = head.entity_inputs(ids, encode(model, ids, mask), doc_of_row)[1]
+        forced_tail = head.tail_term(features, head.pair_slots(generated)[0])
+        forced_choice = head.choice_positions(generated)
+    assert float(forced_tail.abs().sum()) > 0
+    first = prefixes.shape[1] - 1  # the position that reads the head and predicts the first tail
+    choices = torch.stack([at_choice for _, at_choice in seen], 1)
+    assert choices.any() and not choices.all()
+    for step, (tail, at_choice) in enumerate(seen):
+        torch.testing.assert_close(tail, forced_tail, atol=1e-5, rtol=1e-5)
+        assert torch.equal(at_choice, forced_choice[:, first + step])
