@@ -210,13 +210,10 @@ def randomized_pair(backbone) -> None:
             pair.tail_scale.data.fill_(2.0)
 
 
-@pytest.mark.parametrize("scorer", entities.PAIR_SCORERS)
-def test_decoding_adds_the_pair_term_where_training_does(small, scorer):
-    """Step by step, greedy decoding hands the logits the pair term that the teacher-forced
-    forward computes for the same tokens."""
-    docs, layout = small
-    backbone = initial_backbone(config(pair_logits=True, pair_scorer=scorer), layout)
-    randomized_pair(backbone)
+def decode_recording(backbone, docs, layout):
+    """Greedy decoding of the first document, recording what each step hands `SymbolHead.logits`
+    (`pair`, `at_tail`, `tail`, `at_choice`); with the teacher-forced view of the generated rows:
+    (steps, generated ids, per-row pair features, a head, the position predicting the first tail)."""
     model, code_to_id = backbone.model.eval(), torch.as_tensor(backbone.code_to_id)
     assignments, input_ids = extractor(backbone, layout)._inputs(docs[:1], DecodingConfig(mode="rows"))
     ids = pad_batch(input_ids, backbone.pad_id)
@@ -227,9 +224,9 @@ def test_decoding_adds_the_pair_term_where_training_does(small, scorer):
     state = start_greedy(model, ids, mask, doc_of_row, prefixes, constraint, 12, None, compact=False)
     seen, logits = [], state.head.logits
 
-    def recording(hidden, table, pair=None, *rest):
-        seen.append(pair.clone())
-        return logits(hidden, table, pair, *rest)
+    def recording(hidden, table, pair=None, at_tail=None, tail=None, at_choice=None):
+        seen.append({"pair": pair, "tail": tail, "at_choice": at_choice})
+        return logits(hidden, table, pair, at_tail, tail, at_choice)
 
     state.head.logits = recording
     with torch.no_grad():
@@ -237,11 +234,22 @@ def test_decoding_adds_the_pair_term_where_training_does(small, scorer):
         generated = torch.cat([prefixes, code_to_id[state.result()[0]]], 1)
         head = SymbolHead(model, code_to_id)
         features = head.entity_inputs(ids, encode(model, ids, mask), doc_of_row)[1]
+    return seen, generated, features, head, prefixes.shape[1] - 1
+
+
+@pytest.mark.parametrize("scorer", entities.PAIR_SCORERS)
+def test_decoding_adds_the_pair_term_where_training_does(small, scorer):
+    """Step by step, greedy decoding hands the logits the pair term that the teacher-forced
+    forward computes for the same tokens."""
+    docs, layout = small
+    backbone = initial_backbone(config(pair_logits=True, pair_scorer=scorer), layout)
+    randomized_pair(backbone)
+    seen, generated, features, head, first = decode_recording(backbone, docs, layout)
+    with torch.no_grad():
         forced = head.pair_logits(features, *head.pair_slots(generated))
-    assert any(float(pair.abs().sum()) > 0 for pair in seen)  # the randomized term is non-zero at some tail
-    first = prefixes.shape[1] - 1  # the position that reads the head and predicts the first tail
-    for step, pair in enumerate(seen):
-        torch.testing.assert_close(pair, forced[:, first + step], atol=1e-5, rtol=1e-5)
+    assert any(float(step["pair"].abs().sum()) > 0 for step in seen)  # the randomized term is non-zero at some tail
+    for step, recorded in enumerate(seen):
+        torch.testing.assert_close(recorded["pair"], forced[:, first + step], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("tail_logits", [False, True])
@@ -440,32 +448,13 @@ def test_decoding_adds_the_tail_term_where_training_does(small):
     docs, layout = small
     backbone = initial_backbone(config(pair_logits=True, tail_logits=True), layout)
     randomized_pair(backbone)
-    model, code_to_id = backbone.model.eval(), torch.as_tensor(backbone.code_to_id)
-    assignments, input_ids = extractor(backbone, layout)._inputs(docs[:1], DecodingConfig(mode="rows"))
-    ids = pad_batch(input_ids, backbone.pad_id)
-    mask = (ids != backbone.pad_id).long()
-    doc_of_row, prefixes, constraint = row_setup(
-        [layout.row_heads(assignments[0].slots)], layout=layout, code_to_id=code_to_id,
-        decoder_prefix=backbone.decoder_prefix, doc_slots=slot_mask(layout, [assignments[0].slots]))
-    state = start_greedy(model, ids, mask, doc_of_row, prefixes, constraint, 12, None, compact=False)
-    seen, logits = [], state.head.logits
-
-    def recording(hidden, table, pair=None, at_tail=None, tail=None, at_choice=None):
-        seen.append((tail.clone(), at_choice.clone()))
-        return logits(hidden, table, pair, at_tail, tail, at_choice)
-
-    state.head.logits = recording
+    seen, generated, features, head, first = decode_recording(backbone, docs, layout)
     with torch.no_grad():
-        state.run()
-        generated = torch.cat([prefixes, code_to_id[state.result()[0]]], 1)
-        head = SymbolHead(model, code_to_id)
-        features = head.entity_inputs(ids, encode(model, ids, mask), doc_of_row)[1]
         forced_tail = head.tail_term(features, head.pair_slots(generated)[0])
         forced_choice = head.choice_positions(generated)
     assert float(forced_tail.abs().sum()) > 0
-    first = prefixes.shape[1] - 1  # the position that reads the head and predicts the first tail
-    choices = torch.stack([at_choice for _, at_choice in seen], 1)
+    choices = torch.stack([step["at_choice"] for step in seen], 1)
     assert choices.any() and not choices.all()
-    for step, (tail, at_choice) in enumerate(seen):
-        torch.testing.assert_close(tail, forced_tail, atol=1e-5, rtol=1e-5)
-        assert torch.equal(at_choice, forced_choice[:, first + step])
+    for step, recorded in enumerate(seen):
+        torch.testing.assert_close(recorded["tail"], forced_tail, atol=1e-5, rtol=1e-5)
+        assert torch.equal(recorded["at_choice"], forced_choice[:, first + step])
