@@ -137,13 +137,15 @@ def test_classifier_model_reloads_with_its_card(baseline_rows):
 
 def test_dore_predict_answers_with_a_saved_classifier_in_the_official_format(baseline_rows, tmp_path):
     """`dore predict` on a classifier folder writes the classifier's own predictions as DocRED's
-    result.json (what experiments/record.py commits); other outputs are refused with a reason."""
+    result.json or as `dore predict`'s JSON lines (what experiments/record.py commits, by dataset);
+    other outputs are refused with a reason."""
     from typer.testing import CliRunner
 
     from dore.cli import app
     from dore.data.docred import read_docred_result
     from dore.data.model import read_jsonl
     from dore.model.atlop import TH
+    from dore.scoring.score import read_prediction_lines
 
     out, _ = baseline_rows
     run = out / "classifier-seed42" / "docred"
@@ -161,8 +163,14 @@ def test_dore_predict_answers_with_a_saved_classifier_in_the_official_format(bas
     assert answered.exit_code == 0, answered.output
     written = {(p.title, p.h_idx, p.t_idx, p.r) for p in read_docred_result(tmp_path / "result.json")}
     assert written == expected
+    lines = runner.invoke(app, ["predict", str(tmp_path / "model"), str(run / "docs" / "test.jsonl"),
+                                "-o", str(tmp_path / "predictions.jsonl")])
+    assert lines.exit_code == 0, lines.output
+    as_lines = {(d, *args, label) for d, rels in read_prediction_lines(tmp_path / "predictions.jsonl").items()
+                for args, label in rels}
+    assert as_lines == expected
     refused = runner.invoke(app, ["predict", str(tmp_path / "model"), str(run / "docs" / "test.jsonl"),
-                                  "-o", str(tmp_path / "out.jsonl")])
+                                  "-o", str(tmp_path / "out.txt")])
     assert refused.exit_code != 0 and "official result.json" in refused.output
 
 
