@@ -42,12 +42,12 @@ class GreedyRows:
         rows = len(decoder_input_ids)
         device = decoder_input_ids.device
         self.table, self.pair_features = head.entity_inputs(source_ids, encoder_hidden, row_doc)
-        self.tail = None  # pair-aware tail logits [rows, n_slots], with a model trained with them
+        self.tail_logits = None  # pair-aware tail logits [rows, n_slots], with a model trained with them
         if self.pair_features is not None:
             if constraint.mode != "rows":
                 raise ValueError("pair-aware relation logits decode rows (a row's head is its prefix)")
             self.head_slot = head.pair_slots(decoder_input_ids)[0]
-            self.tail = head.tail_term(self.pair_features, self.head_slot)  # per row, fixed while it decodes
+            self.tail_logits = head.tail_term(self.pair_features, self.head_slot)  # per row, fixed while it decodes
         if head.cross_projection is not None:
             encoder_hidden = head.cross_projection(encoder_hidden)
         self.cache, self.doc_mask, self.row_doc, self.groups, self.per_document = None, None, row_doc, None, False
@@ -97,8 +97,8 @@ class GreedyRows:
         if self.pair_features is not None:  # the last token read is a tail: the pair term scores its relation
             tail = head.slot_of_id[self.step_ids[:, -1]] if self.steps else torch.full_like(self.head_slot, -1)
             pair, at_tail = head.pair_logits(self.pair_features, self.head_slot, tail[:, None])[:, 0], tail >= 0
-            if self.tail is not None:  # the last token read is the head or a relation: the next is a tail or EOS
-                tail_term = self.tail
+            if self.tail_logits is not None:  # the last token read is the head or a relation: the next is a tail or EOS
+                tail_term = self.tail_logits
                 at_choice = head.is_relation_id[self.step_ids[:, -1]] | (self.steps == 0)
         logits = head.logits(out.last_hidden_state[:, -1], self.table, pair, at_tail, tail_term, at_choice)
         if self.code_bias is not None:
@@ -142,7 +142,7 @@ class GreedyRows:
         if self.pair_features is not None:
             self.pair_features = tuple(f[index] for f in self.pair_features)
             self.head_slot = self.head_slot[index]
-            self.tail = None if self.tail is None else self.tail[index]
+            self.tail_logits = None if self.tail_logits is None else self.tail_logits[index]
         self.constraint = self.constraint.select(index)
         if self.row_doc is not None:
             self.row_doc = self.row_doc[index]
