@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dore.config import DecodingConfig
-from dore.data.formats import detect_format, read_any
+from dore.data.formats import detect_format, format_by_name, read_any
 from dore.data.model import DataError, Document, atomic_write_text, read_jsonl
 from dore.data.text import is_text_file, read_texts
 from dore.extract import MODEL_CARD, Extractor, PredictedRelation
@@ -47,7 +47,7 @@ def write_shards(inputs: Sequence[str | Path], out_dir: str | Path, shard_docs: 
         raise ValueError(f"shard_docs must be at least 1, not {shard_docs}")
     lines: list[str] = []
     for path in map(Path, inputs):
-        if is_text_file(path):
+        if holds_text(path):
             lines += [doc.to_json() for doc in read_texts(path)]
         elif detect_format(path) == "dore":
             lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -78,9 +78,15 @@ def read_inputs(path: str | Path, fmt: str | None = None) -> list[Document]:
     """The documents of a file: text documents (plain text, `{"id", "text"}` lines; told apart
     by content, `--format text` forces it) or any dataset format dore reads."""
     path = Path(path)
-    if fmt == "text" or (fmt is None and is_text_file(path)):
+    if fmt == "text" or (fmt is None and holds_text(path)):
         return read_texts(path)
     return read_any(path, fmt)[0]
+
+
+def holds_text(path: Path) -> bool:
+    """Plain text or text lines, unless the name says a biomedical format (CDR's `.data` and
+    PubTator lines do not start with JSON either)."""
+    return format_by_name(path) is None and is_text_file(path)
 
 
 def prediction_lines(docs, relations: Sequence[Sequence[PredictedRelation]]) -> str:

@@ -16,8 +16,8 @@ from dore.data.scirex import read_scirex
 FORMATS = ("docred", "pubtator", "eog", "renet", "scirex", "dore")
 
 
-def detect_format(path: Path) -> str:
-    """Guess the format from the file name (`--format` overrides)."""
+def format_by_name(path: Path) -> str | None:
+    """The biomedical formats, told by their file name alone (plain text to a content sniffer)."""
     name = path.name.lower()
     if path.is_dir() and (path / "anns.txt").exists():
         return "renet"
@@ -25,6 +25,14 @@ def detect_format(path: Path) -> str:
         return "pubtator"
     if name.endswith(".data"):
         return "eog"
+    return None
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format from the file name (`--format` overrides)."""
+    if by_name := format_by_name(path):
+        return by_name
+    name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz")):
         with _open_text(path) as fh:
             first = json.loads(fh.readline() or "{}")

@@ -120,3 +120,18 @@ def test_score_names_the_line_of_a_malformed_prediction(tmp_path):
     path.write_text('{"doc_id": "a", "relations": []}\n{"doc_id": "b", "relations": [{"args": ["x", 1], "label": "P1"}]}\n')
     with pytest.raises(DataError, match=r"line 2.*document 'b'.*relations\[0\]"):
         read_prediction_lines(path)
+
+
+def test_predict_inputs_in_cdrs_formats_are_read_as_datasets_not_as_text(shared_data, tmp_path):
+    """CDR's `.data` lines and PubTator lines do not start with JSON, as plain text does: the
+    name decides, so `dore predict` gets the gold entities and not a recognizer's."""
+    from dore.batch import read_inputs
+
+    head = tmp_path / "test_filter.data"
+    head.write_text("".join((shared_data / "cdr" / "processed" / "test_filter.data").open().readlines()[:3]))
+    docs = read_inputs(head)
+    assert len(docs) == 3 and all(d.entities for d in docs)
+    assert docs[0].doc_id == head.read_text().split("\t")[0]
+    plain = tmp_path / "abstracts.txt"
+    plain.write_text(head.read_text())
+    assert [d.entities for d in read_inputs(plain)] == [[]]  # any other name: one plain text
