@@ -4,10 +4,15 @@
   JSON lines): `dore predict` on the test file;
 - `metrics.json`: `dore score` of those predictions, with what the claim rests on: kind, dataset,
   split, setting, scorer, budget, optimizer steps and seconds per step (from the run's training
-  log), the command that trained the model and the git revision.
+  log), the command that trained the model and the git revision;
+- the run's training log, summary and decoding sweep, and the training log of the model it started
+  from (a teacher), whose time is inside the budget. An ablation of the same model
+  (`--relation-logits pair --ablation-of <name>`) points at its claim's copies.
 
     python experiments/record.py redocred-dore-90min --run runs/budget/dore/docred --budget-minutes 90 \\
-        --command "dore train ..." [--relation-logits pair]   # an ablation: name it <name>-pair-only
+        --command "dore train ..."
+    python experiments/record.py redocred-dore-90min-pair-only --run runs/budget/dore/docred --budget-minutes 90 \\
+        --command "dore train ..." --relation-logits pair --ablation-of redocred-dore-90min
 
 Re-score: `dore score experiments/<name>/result.json.gz ../shared/data/redocred/test_revised.json
 --train <the run's docs/train.jsonl>` (CDR: `dore score experiments/<name>/predictions.jsonl.gz
@@ -36,6 +41,7 @@ SETTING = {"docred": "train = Re-DocRED dev_revised minus its last 50 docs; dev 
                   "its candidate pairs"}
 # DocRED: the official (CodaLab) result.json; the others: `dore predict`'s JSON lines
 PREDICTIONS = {"docred": "result.json", "cdr": "predictions.jsonl"}
+TRAINING_FILES = ("train_log.jsonl", "summary.json", "decoding_sweep.json")  # a run's train/ folder
 
 
 def dore(*args: str) -> None:
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-minutes", type=float, required=True)
     parser.add_argument("--command", required=True, help="the command that trained the model")
     parser.add_argument("--relation-logits", default="both", help="dore predict --relation-logits (ablations)")
+    parser.add_argument("--ablation-of", metavar="NAME",
+                        help="the claim in experiments/NAME/ of the same model: the training logs are read there")
     args = parser.parse_args(argv)
 
     out = REPO / "experiments" / args.name
@@ -78,14 +86,21 @@ def main(argv: list[str] | None = None) -> None:
     card = read_card(saved)
     preset = card.get("preset") or {}
     start = preset.get("init_encoder_from") or preset.get("init_from")
+    # the training files beside the claim; an ablation of the same model points at its claim's copies
+    logs = f"../{args.ablation_of}/" if args.ablation_of else ""
+    if not args.ablation_of:
+        for name in TRAINING_FILES:
+            if (args.run / "train" / name).exists():
+                shutil.copyfile(args.run / "train" / name, out / name)
     if start:  # a teacher or an earlier run: its time is inside the budget, so the claim names it
         ancestor = Path(start)
-        shutil.copyfile(ancestor.parent / "train" / "train_log.jsonl", out / "starts_from_train_log.jsonl")
+        if not args.ablation_of:
+            shutil.copyfile(ancestor.parent / "train" / "train_log.jsonl", out / "starts_from_train_log.jsonl")
         starts_from = {"model": start, "kind": "classifier" if (ancestor / "classifier.json").exists() else "dore",
                        "optimizer_steps": training_log(ancestor.parent)[0],
                        "lineage_seconds": read_card(ancestor).get("lineage_seconds"),
                        "dev_selected": read_card(ancestor).get("dev_metrics"),
-                       "train_log": "starts_from_train_log.jsonl"}
+                       "train_log": logs + "starts_from_train_log.jsonl"}
     revision = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                               text=True).stdout.strip()
     record = {"kind": args.kind, "dataset": args.dataset, "split": "test", "setting": SETTING[args.dataset],
@@ -95,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
               **({"relation_logits": args.relation_logits} if args.kind == "dore" else {}),
               "dev_selected": card.get("dev_metrics"),
               "decoding_tuned_on_dev": card.get("decoding"),
-              "predictions": predictions, "command": args.command, "revision": revision,
+              "predictions": predictions, "train_log": logs + "train_log.jsonl",
+              "command": args.command, "revision": revision,
               **({"starts_from": starts_from} if start else {})}
     (out / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: record[k] for k in ("f1", "ign_f1", "p", "r", "optimizer_steps")}))
