@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal, get_args
 
 from dore.config import PipelineParams, artifacts_dir
@@ -208,7 +209,7 @@ def salience_stage(params: PipelineParams, config: SalienceConfig | None = None,
     train_file = setting.files[setting.carve["train"][0]] if "train" in setting.carve else setting.files["train"]
     non_salient = read_non_salient_clusters(data_root() / train_file)
     model, report = fit_salience(splits["train"], splits["dev"], non_salient, config)
-    model.save(artifacts_dir(params) / "salience" / "model.json")
+    model.save(salience_path(params))
     scores = {}
     for split, candidates in (("dev", "gold"), ("dev", "string-match"), ("test", "string-match")):
         docs = splits[split]
@@ -237,7 +238,7 @@ def chain_stage(params: PipelineParams, salience: Salience, *, relate: bool = Tr
     `metrics_chain_[predicted_]<salience>.json`."""
     test = _scirex_splits(params)["test"][: limit or None]
     out = artifacts_dir(params)
-    model = SalienceModel.load(out / "salience" / "model.json") if salience == "model" else None
+    model = SalienceModel.load(salience_path(params)) if salience == "model" else None
     extractor = Extractor.from_pretrained(out / "model") if relate else None
     clusters, clusters_from, recognizer_card = None, "string-match", None
     if mentions_from == "predicted":
@@ -265,6 +266,12 @@ def chain_stage(params: PipelineParams, salience: Salience, *, relate: bool = Tr
                   {**record, "split": "test", "split_note": get_setting(params.dataset).split_note,
                    "dore_model": str(out / "model") if relate else None, "recognizer": recognizer_card,
                    "salience_model": model.provenance.get("selected") if model is not None else None})
+
+
+def salience_path(params: PipelineParams) -> Path:
+    """Where the salience classifier is: `<artifacts>/scirex/salience/model.json`, one for both
+    SciREX settings (salience does not depend on the relations' arity)."""
+    return Path(params.artifacts) / "scirex" / "salience" / "model.json"
 
 
 def recognizer_dir(params: PipelineParams):

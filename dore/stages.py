@@ -93,10 +93,12 @@ def validate(params: PipelineParams) -> dict:
 
 
 def layout_of_splits(setting) -> tuple[dict[str, list[Document]], IdLayout]:
-    """Every split's documents, and the layout sized from all of them (so test documents fit)."""
+    """Every split's documents, and the layout sized from the setting's `layout_splits` (all of
+    them, so that test documents fit, except where the setting sizes it from training alone)."""
     docs = setting.read_splits(SPLITS)
     rel_info = load_rel_info(data_root() / "docred" / "rel_info.json") if setting.reader == "docred" else None
-    return docs, default_layout([d for split in SPLITS for d in docs[split]], setting.reader, rel_info)
+    return docs, default_layout([d for split in setting.layout_splits for d in docs[split]], setting.reader,
+                                rel_info, arity=setting.arity)
 
 
 def convert(params: PipelineParams) -> dict:
@@ -292,7 +294,7 @@ def write_evaluation(params: PipelineParams, split: str, docs, predictions: dict
     """Score `predictions` of `split` (decoded in `seconds`, `decoder_steps` in all) and write the
     record to `metrics.json`, with per-relation F1 for the DocRED scorer; `extra` joins the record."""
     out = artifacts_dir(params)
-    metrics = score(predictions, docs, train_docs=load_split(params, "train"))
+    metrics = score(predictions, docs, train_docs=load_split(params, "train"), arity=get_setting(params.dataset).arity)
     record = {"dataset": params.dataset, "split": split, "setting": get_setting(params.dataset).split_note,
               "scorer": metrics["scorer"], **scalars(metrics), "documents": len(docs),
               "decode_seconds": round(seconds, 2), "docs_per_second": round(len(docs) / max(seconds, 1e-9), 3),
@@ -309,8 +311,8 @@ def single_relation_rows(record: dict, labels: set[str]) -> list[dict]:
     """Per-relation rows (the shape of DocRED's table) for datasets scored as one relation:
     CDR / GDA (their one label), SciREX (binary and 4-ary tuples)."""
     if record["scorer"] == "scirex_official":
-        return [{"relation": "binary", "p": record["p"], "r": record["r"], "f1": record["f1"]},
-                {"relation": "4-ary", "f1": record["f1_4ary"]}]
+        rows = [{"relation": "binary", "p": record["p"], "r": record["r"], "f1": record["f1"]}]
+        return rows + ([{"relation": "4-ary", "f1": record["f1_4ary"]}] if "f1_4ary" in record else [])  # binary model
     return [{"relation": "/".join(sorted(labels)) or record["dataset"], "p": record["p"], "r": record["r"],
              "f1": record["f1"]}]
 

@@ -124,7 +124,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
                 if isinstance(v, (int, float))}
         console.print(rows_table("Re-DocRED breakdown (no Ign)", rows))
     for name in ("binary", "4ary"):
-        if name in metrics:
+        if metrics.get(name):
             console.print(rows_table(f"SciREX {name} [{metrics[name].get('scorer')}]", headline(metrics[name])))
     for w in metrics.get("official", {}).get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")

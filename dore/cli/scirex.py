@@ -69,6 +69,7 @@ def salience(artifacts: ArtifactsOpt = Path("artifacts")):
 @app.command("scirex-chain")
 def scirex_chain(
     salience_from: Annotated[str, typer.Option("--salience", help="model | oracle | none")] = "model",
+    dataset: Annotated[str, typer.Option(help="scirex (4-ary model) | scirex-binary (binary model)")] = "scirex",
     relate: Annotated[bool, typer.Option(help="run DORE's relations with the run's model")] = True,
     limit: LimitOpt = None,
     artifacts: RunOpt = None,
@@ -80,8 +81,10 @@ def scirex_chain(
     """SciREX chain on all test documents: mentions (gold NER or the recognizer's) -> clusters -> salience
     -> DORE; every stage scored -> <artifacts>/scirex/metrics_chain_[predicted_]<salience>.json."""
 
-    params = (run_params("scirex", artifacts, run="latest") if relate
-              else PipelineParams(dataset="scirex", artifacts=str(artifacts or "artifacts")))
+    if dataset not in ("scirex", "scirex-binary"):
+        raise typer.BadParameter(f"--dataset {dataset!r}: choose scirex or scirex-binary")
+    params = (run_params(dataset, artifacts, run="latest") if relate
+              else PipelineParams(dataset=dataset, artifacts=str(artifacts or "artifacts")))
     if mentions not in ("gold", "predicted"):
         raise typer.BadParameter(f"--mentions {mentions!r}: choose gold or predicted")
     record = chain.chain_stage(params, typing.cast(chain.Salience, salience_from), relate=relate, limit=limit,

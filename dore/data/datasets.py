@@ -11,12 +11,14 @@ setting says how it is made (`split_note`), and that note travels with every sco
   dev (next 100) and test (last 200). Not comparable to published GDA numbers.
 - scirex: `train.jsonl.gz` minus its last 30 documents is train, those 30 are dev, and the
   official `dev.jsonl` is the evaluation split (named `test` here; the real test is absent).
+  `scirex-binary` reads the same splits for a binary model (each 4-ary relation projected onto
+  its type pairs, as the paper's Table 4 trains one).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +52,8 @@ class Setting:
     carve: dict[str, tuple[str, int, int | None]] = field(default_factory=dict)  # split -> (file split, start, stop)
     split_note: str = ""
     metric: str = "docred_official"
+    arity: int | None = None  # SciREX: the tuples the model writes (4, or 2: the type-pair projections)
+    layout_splits: tuple[str, ...] = SPLITS  # the splits whose documents size the layout's entity blocks
 
     def read(self, split: str, root: Path | None = None) -> tuple[list[Document], ReaderReport]:
         root = Path(root or data_root())
@@ -94,6 +98,13 @@ def _read_eog(path):
 READERS: dict[str, Callable] = {"docred": read_docred, "eog": _read_eog, "scirex": read_scirex,
                               "scirex_mentions": read_scirex_mentions}
 
+_SCIREX = Setting(
+    "scirex", "scirex", {"all": "scirex/train.jsonl.gz", "test": "scirex/dev.jsonl"},
+    carve={"train": ("all", 0, -30), "dev": ("all", -30, None)},
+    split_note="train = SciREX train minus its last 30 docs; dev = those 30; test = official SciREX dev (test absent)",
+    metric="scirex_official", arity=4,
+    layout_splits=("train",),  # block sizes from training only (issue #15): test entities past them are counted
+)
 SETTINGS: dict[str, Setting] = {
     "docred": Setting(
         "docred", "docred",
@@ -113,12 +124,11 @@ SETTINGS: dict[str, Setting] = {
         split_note="GDA test split only: first 700 docs train, next 100 dev, last 200 test (not comparable to published GDA)",
         metric="atlop_candidate_f1",
     ),
-    "scirex": Setting(
-        "scirex", "scirex", {"all": "scirex/train.jsonl.gz", "test": "scirex/dev.jsonl"},
-        carve={"train": ("all", 0, -30), "dev": ("all", -30, None)},
-        split_note="train = SciREX train minus its last 30 docs; dev = those 30; test = official SciREX dev (test absent)",
-        metric="scirex_official",
-    ),
+    "scirex": _SCIREX,
+    # the paper's separate binary model (its Table 4): the same documents, each 4-ary relation
+    # projected onto its pairs of entities of two different types
+    "scirex-binary": replace(_SCIREX, name="scirex-binary", arity=2,
+                             split_note=_SCIREX.split_note + "; binary: the 4-ary relations projected onto type pairs"),
 }
 
 

@@ -129,8 +129,9 @@ class DorePredictor:
         decoding = ex.decoding.model_copy(update={"num_beams": num_beams,
                                                   "symbol_head": ex.decoding.symbol_head and num_beams == 1})
         predictions = ex.predictions(docs, decoding)
-        return predictions, ex.stats.decoder_steps, {"parse_repairs": dict(ex.stats.parse),
-                                                     "outputs_cut": ex.stats.outputs_cut}
+        return predictions, ex.stats.decoder_steps, {
+            "parse_repairs": dict(ex.stats.parse), "outputs_cut": ex.stats.outputs_cut,
+            "entities_dropped_by_layout": sum(len(ex.layout.assign(d).dropped) for d in docs)}
 
 
 def load(directory: str | Path) -> DorePredictor:

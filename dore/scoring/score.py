@@ -71,10 +71,11 @@ def docred_records(predictions: Predictions) -> list[dict]:
 
 
 def score(predictions: Predictions, gold: Sequence[Document], *, train_docs: Sequence[Document] | None = None,
-          kind: str | None = None, docred_results: list[dict] | None = None) -> dict:
+          kind: str | None = None, docred_results: list[dict] | None = None, arity: int | None = None) -> dict:
     """All metrics of the gold's dataset. `train_docs` gives DocRED's Ign fact set (the documents
     actually trained on); without it Ign F1 is reported as n/a. `docred_results` passes official
-    result.json records (with evidence) instead of `predictions`."""
+    result.json records (with evidence) instead of `predictions`. SciREX: binary and 4-ary
+    scores, binary only for a binary model (`arity` 2)."""
     kind = kind or dataset_kind(gold)
     if kind == "docred":
         records = docred_results if docred_results is not None else docred_records(predictions)
@@ -93,9 +94,9 @@ def score(predictions: Predictions, gold: Sequence[Document], *, train_docs: Seq
         slot_dicts = {doc_id: [_slot_dict(by_id[doc_id], args) for args, _ in rels]
                       for doc_id, rels in predictions.items() if doc_id in by_id}
         binary = scirex_official(gold, slot_dicts, 2)
-        four = scirex_official(gold, slot_dicts, 4)
+        four = scirex_official(gold, slot_dicts, 4) if arity != 2 else None
         return {"scorer": "scirex_official", "f1": binary["f1"], "p": binary["p"], "r": binary["r"],
-                "f1_4ary": four["f1"], "binary": binary, "4ary": four}
+                "f1_4ary": four and four["f1"], "binary": binary, "4ary": four}
     raise ValueError(f"unknown dataset kind {kind!r}")
 
 

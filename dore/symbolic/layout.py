@@ -234,13 +234,16 @@ def scirex_layout(arity: int, sizes: dict[str, int] | None = None) -> IdLayout:
     """SciREX gold input: per-type blocks (Task, Method, Material, Metric), sized from training.
 
     Binary cells are pairs of entities of two different types (earlier block first); 4-ary
-    cells are the Task x Method x Material x Metric product.
+    cells are the Task x Method x Material x Metric product. A paper with more entities of a
+    type than training had keeps the first ones; the rest are dropped and counted.
     """
     sizes = sizes or {"Task": 10, "Method": 10, "Material": 50, "Metric": 10}
     blocks = tuple(EntityBlock(t, sizes[t]) for t in SCIREX_TYPES)
     if arity == 2:
-        return IdLayout("scirex-binary", blocks, ("relevant",), ("relevant",), arity=2, ordered_types=True)
-    return IdLayout("scirex-4ary", blocks, ("relevant",), ("relevant",), arity=4, arg_types=SCIREX_TYPES)
+        return IdLayout("scirex-binary", blocks, ("relevant",), ("relevant",), arity=2, ordered_types=True,
+                        overflow="drop")
+    return IdLayout("scirex-4ary", blocks, ("relevant",), ("relevant",), arity=4, arg_types=SCIREX_TYPES,
+                    overflow="drop")
 
 
 def block_sizes_from(docs: Sequence[Document], types: Sequence[str], margin: float = 1.0) -> dict[str, int]:
@@ -252,8 +255,10 @@ def block_sizes_from(docs: Sequence[Document], types: Sequence[str], margin: flo
     return sizes
 
 
-def default_layout(docs: list[Document], fmt: str, rel_info: dict[str, str] | None = None) -> IdLayout:
-    """The layout a format's documents are linearised with (typed blocks sized from `docs`)."""
+def default_layout(docs: list[Document], fmt: str, rel_info: dict[str, str] | None = None,
+                   arity: int | None = None) -> IdLayout:
+    """The layout a format's documents are linearised with (typed blocks sized from `docs`);
+    `arity` 2 for SciREX: the binary layout (the 4-ary relations' type pairs)."""
     labels = {r.label for d in docs for r in d.relations}
     types = {e.type for d in docs for e in d.entities}
     if "CID" in labels or "Chemical" in types:
@@ -263,7 +268,7 @@ def default_layout(docs: list[Document], fmt: str, rel_info: dict[str, str] | No
         s = block_sizes_from(docs, ["Gene", "Disease"])
         return gda_layout(s["Gene"], s["Disease"])
     if fmt == "scirex" or "relevant" in labels:
-        return scirex_layout(4, block_sizes_from(docs, ["Task", "Method", "Material", "Metric"]))
+        return scirex_layout(arity or 4, block_sizes_from(docs, SCIREX_TYPES))
     if rel_info is None:
         rel_info = {lab: lab for lab in sorted(labels)}
     return docred_layout(rel_info, n_slots=max(100, max((len(d.entities) for d in docs), default=0)))

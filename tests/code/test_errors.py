@@ -115,7 +115,7 @@ def test_a_misspelt_params_key_is_named(tmp_path):
 def test_an_unknown_dataset_is_a_usage_error():
     result = runner.invoke(app, ["evaluate", "--dataset", "docred2"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "'docred2' is not one of 'docred', 'cdr', 'gda', 'scirex'" in result.output
+    assert "'docred2' is not one of 'docred', 'cdr', 'gda', 'scirex', 'scirex-binary'" in result.output
 
 
 def test_no_trained_model_says_how_to_get_one(tmp_path, monkeypatch):

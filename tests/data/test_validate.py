@@ -56,9 +56,7 @@ def with_doc(docs: list[Document], i: int, doc: Document) -> list[Document]:
 
 def test_flatten_redocred_test(real):
     docs, _ = real["redocred"]
-    started = time.perf_counter()
     tables = flatten(docs)
-    assert time.perf_counter() - started < 2
     assert {t: len(df) for t, df in tables.items()} == {"documents": 500, "mentions": 13_018, "relations": 17_448}
     assert {"doc_id", "n_tokens", "n_entities", "n_relations", "title"} <= set(tables["documents"].columns)
     assert {"doc_id", "entity", "start", "end", "text", "text_at_offsets", "type", "entity_type"} <= set(
