@@ -61,6 +61,9 @@ class TrainConfig(BaseModel):
         False, description="with init_encoder_from and pair_scorer atlop: the pair term also starts as that "
         "classifier's head (one trained with context_pooling off, whose head reads the same entity states), so "
         "the pair term starts from the teacher's decisions")
+    freeze_encoder: bool = Field(False, description="with init_encoder_from: the encoder keeps the teacher's "
+                                 "weights (no gradient, no dropout), so DORE trains its decoder, entity table and "
+                                 "pair term on the teacher's entity states, and a step skips the encoder's backward")
     context_pooling: bool = Field(True, description="the classifier (`--method classifier`): ATLOP's localized "
                                   "context pooling (off: the entity states alone, a head a DORE pair term can start "
                                   "from; LED: always off)")
@@ -112,6 +115,8 @@ class TrainConfig(BaseModel):
         if self.teacher_pair_head and not (self.init_encoder_from and self.pair_scorer == "atlop"):
             raise ValueError("teacher_pair_head starts the atlop pair term from the init_encoder_from classifier's "
                              "head: it needs both (pair_scorer atlop, init_encoder_from)")
+        if self.freeze_encoder and not self.init_encoder_from:
+            raise ValueError("freeze_encoder keeps a teacher's encoder: it needs init_encoder_from")
         if self.tail_logits and not self.pair_logits:
             raise ValueError("tail_logits reads the pair term: it needs pair_logits")
         if self.pair_loss and not self.pair_logits:

@@ -296,6 +296,8 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
         load_classifier_encoder(backbone.model, cfg.init_encoder_from, layout)
     if cfg.attention_dropout is not None:
         set_attention_dropout(backbone.model, cfg.attention_dropout)
+    if cfg.freeze_encoder:
+        freeze(backbone.model.get_encoder())
     if cfg.entity_embeddings:
         module = entities.attach(backbone.model, layout.n_slots)
         if cfg.pair_logits and module.pair is None:
@@ -308,6 +310,17 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
         if cfg.tail_logits and module.pair.tail_scale is None:
             module.pair.add_tail_logits(1.0 if cfg.teacher_pair_head else 0.0)
     return backbone
+
+
+def freeze(module: torch.nn.Module) -> None:
+    """No gradient and no dropout in `module` (a frozen encoder's states are the teacher's own)."""
+    module.requires_grad_(False)
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Dropout):
+            sub.p = 0.0
+        for rate in ("dropout", "activation_dropout", "attention_dropout", "layerdrop"):  # BART/LED keep floats
+            if isinstance(getattr(sub, rate, None), float):
+                setattr(sub, rate, 0.0)
 
 
 # The attention modules whose `dropout` drops attention probabilities (an nn.Dropout or its rate);

@@ -458,3 +458,28 @@ def test_decoding_adds_the_tail_term_where_training_does(small):
     for step, recorded in enumerate(seen):
         torch.testing.assert_close(recorded["tail"], forced_tail, atol=1e-5, rtol=1e-5)
         assert torch.equal(recorded["at_choice"], forced_choice[:, first + step])
+
+
+def test_a_frozen_encoder_keeps_the_teachers_weights_while_the_rest_trains(small, tmp_path):
+    """`freeze_encoder`: training moves the decoder and the pair term, never the encoder, whose
+    states carry no dropout (the same input gives the same states in training mode)."""
+    docs, layout = small
+    _, directory = teacher(small, tmp_path)
+    cfg = config(pair_logits=True, pair_scorer="atlop", init_encoder_from=str(directory), teacher_pair_head=True,
+                 tail_logits=True, freeze_encoder=True)
+    backbone = initial_backbone(cfg, layout)
+    model = backbone.model
+    encoder = {k: v.clone() for k, v in model.get_encoder().state_dict().items()}
+    decoder = {k: v.clone() for k, v in model.get_decoder().state_dict().items()}
+    pair = entities.of(model).pair.bilinear.detach().clone()
+    train(cfg, DoreMethod(cfg, backbone, layout), docs[:4], tmp_path / "train")
+    assert all(torch.equal(v, encoder[k]) for k, v in model.get_encoder().state_dict().items())
+    assert any(not torch.equal(v, decoder[k]) for k, v in model.get_decoder().state_dict().items())
+    assert not torch.equal(entities.of(model).pair.bilinear, pair)
+    _, input_ids = extractor(backbone, layout)._inputs(docs[:1], DecodingConfig(mode="rows"))
+    ids = pad_batch(input_ids, backbone.pad_id)
+    model.train()
+    first, second = (model.get_encoder()(input_ids=ids).last_hidden_state for _ in range(2))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="freeze_encoder"):
+        config(freeze_encoder=True)  # no teacher to keep
