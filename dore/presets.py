@@ -81,7 +81,6 @@ PAPER: dict[str, dict[str, Any]] = {
 PAPER["scirex-binary"] = PAPER["scirex"]  # Table 4's binary model: trained as the 4-ary one
 
 
-
 # Entity recognition (dore.entities, issue #14). `embedded`: a small mention and coreference model that
 # fits inside the main job (~3 minutes on 2 CPU cores: the first 120 training documents, one pass);
 # `full`: every training document, 5 epochs (~0.75 s a step on 2 idle cores), 70 minutes as a guard

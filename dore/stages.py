@@ -102,10 +102,8 @@ def layout_of_splits(setting) -> tuple[dict[str, list[Document]], IdLayout]:
 
 
 def convert(params: PipelineParams) -> dict:
-    """Splits -> `docs/{train,dev,test}.jsonl` (canonical documents) and `layout.json`.
-
-    The layout is sized from all splits so that evaluation documents fit the model.
-    """
+    """Splits -> `docs/{train,dev,test}.jsonl` (canonical documents) and `layout.json`, sized as
+    `layout_of_splits` says."""
     setting = get_setting(params.dataset)
     out = artifacts_dir(params) / "docs"
     limits = {"train": params.limit_train, "dev": params.limit_dev, "test": params.limit_test}
