@@ -187,8 +187,18 @@ def train(cfg: TrainConfig, method: Method, train_docs: Sequence[Document], out_
     fault = tuple(map(int, os.environ[FAULT_EXIT_AFTER_STEP].split(":"))) if FAULT_EXIT_AFTER_STEP in os.environ else None
     budget_left = None if minutes is None else minutes * 60 - state.get("seconds", 0.0)
     progress = Progress(total_steps, state["step"], enabled=accelerator.is_main_process, budget_seconds=budget_left)
+    def budget_spent() -> bool:
+        """The clock has run out before an epoch starts (a dev evaluation may end past the budget:
+        no step follows it). The main process's clock decides for all."""
+        if minutes is None:
+            return False
+        seconds = time.perf_counter() - start
+        if world > 1:
+            seconds = float(broadcast(torch.tensor([seconds], device=accelerator.device), from_process=0)[0])
+        return seconds / 60 >= minutes
+
     loss_of.train()
-    while not stop and state["epoch"] < cfg.epochs:
+    while not stop and state["epoch"] < cfg.epochs and not budget_spent():
         epoch = state["epoch"]
         batches = epoch_batches([len(e.input_ids) for e in examples], cfg.batch_docs, seed=cfg.seed, epoch=epoch,
                                 rank=rank, world=world, group_by_length=cfg.group_by_length)

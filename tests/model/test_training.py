@@ -167,6 +167,26 @@ def test_the_dev_evaluation_counts_in_the_time_a_resumed_run_starts_from(small, 
     assert result.steps == 2 and saved["step"] == 2 and saved["seconds"] >= 1.5
 
 
+def test_no_step_follows_a_dev_evaluation_that_ends_past_the_budget(small, tmp_path):
+    """A clock budget that runs out during an epoch's dev evaluation ends the run there: no further
+    step, and no second evaluation of an almost unchanged model past the budget."""
+    import time
+
+    docs, layout = small
+    cfg = TrainConfig(backbone="tiny-t5", epochs=1000, max_minutes=1.5 / 60, batch_docs=3, log_every_steps=1,
+                      mixed_precision="no")
+    evaluated = []
+
+    def slow_dev(model, epoch):
+        time.sleep(3.0)  # past the 1.5-second budget
+        evaluated.append(epoch)
+        return {"f1": 1.0}
+
+    result = train(cfg, DoreMethod(cfg, load_backbone("tiny-t5", layout, seed=0), layout), docs, tmp_path,
+                   evaluate_dev=slow_dev)
+    assert len(evaluated) == 1 and result.best_dev["step"] == result.steps
+
+
 @pytest.mark.parametrize("spec", ["tiny-bart", "minilm"])
 def test_entity_embeddings_train_save_and_reload(small, tmp_path, spec):
     """The entity table learns (in the lr_new group), is saved in the safetensors and restored by
