@@ -49,8 +49,12 @@ def dore(*args: str) -> None:
 
 
 def training_log(run: Path) -> tuple[int, float]:
-    """Optimizer steps and training seconds (dev evaluation included) of the run."""
+    """Optimizer steps and training seconds of the run, every dev evaluation included (the run's
+    summary; the log's last step record misses the evaluations after it)."""
     records = [json.loads(line) for line in (run / "train" / "train_log.jsonl").read_text().splitlines() if line]
+    summary = run / "train" / "summary.json"
+    if summary.exists():
+        return max(r["step"] for r in records), json.loads(summary.read_text())["seconds"]
     timed = [r for r in records if "seconds" in r]
     return max(r["step"] for r in records), timed[-1]["seconds"] if timed else 0.0
 
