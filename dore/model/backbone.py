@@ -42,6 +42,7 @@ from transformers.utils import logging as hf_logging
 from dore.config import TrainConfig
 from dore.data.model import DataError
 from dore.model import entities, tiny
+from dore.model.dropout import freeze, set_attention_dropout
 from dore.model.inputs import word_pieces
 from dore.symbolic.layout import IdLayout
 
@@ -310,41 +311,6 @@ def initial_backbone(cfg: TrainConfig, layout: IdLayout) -> Backbone:
         if cfg.tail_logits and module.pair.tail_scale is None:
             module.pair.add_tail_logits(1.0 if cfg.teacher_pair_head else 0.0)
     return backbone
-
-
-def freeze(module: torch.nn.Module) -> None:
-    """No gradient and no dropout in `module` (a frozen encoder's states are the teacher's own)."""
-    module.requires_grad_(False)
-    for sub in module.modules():
-        if isinstance(sub, torch.nn.Dropout):
-            sub.p = 0.0
-        for rate in ("dropout", "activation_dropout", "attention_dropout", "layerdrop"):  # BART/LED keep floats
-            if isinstance(getattr(sub, rate, None), float):
-                setattr(sub, rate, 0.0)
-
-
-# The attention modules whose `dropout` drops attention probabilities (an nn.Dropout or its rate);
-# elsewhere `dropout` is the hidden-state dropout (T5LayerSelfAttention, BertSelfOutput).
-ATTENTION_DROPOUT_MODULES = ("BertSelfAttention", "BertCrossAttention", "RobertaSelfAttention",
-                             "RobertaCrossAttention", "BartAttention", "LEDEncoderSelfAttention",
-                             "LEDDecoderAttention", "T5Attention")
-
-
-def set_attention_dropout(model: torch.nn.Module, rate: float) -> int:
-    """Set the attention-probability dropout of every attention module in `model` to `rate`;
-    returns how many changed. Raises where the backbone has none we know (the switch would do nothing)."""
-    changed = 0
-    for module in model.modules():
-        if type(module).__name__ not in ATTENTION_DROPOUT_MODULES:
-            continue
-        if isinstance(module.dropout, torch.nn.Dropout):
-            module.dropout.p = rate
-        else:
-            module.dropout = rate
-        changed += 1
-    if not changed:
-        raise ValueError(f"attention_dropout: no known attention module in {type(model).__name__}")
-    return changed
 
 
 # what `dore.methods.classifier` saves (a layer above this one)
