@@ -165,7 +165,7 @@ def relations(gold_docs: Sequence[Document], docs: Sequence[Document], result: C
     pred_docs = clusters_to_documents(docs, result, max_per_type=blocks or None)
     started = time.perf_counter()
     predictions = extractor.predictions(pred_docs)
-    scores = score_relations(gold_docs, pred_docs, predictions)
+    scores = score_relations(gold_docs, pred_docs, predictions, arity=extractor.layout.arity)
     return {**scores, "clusters_dropped_by_layout": sum(d.meta["coref"]["dropped_clusters"] for d in pred_docs),
             "docs_without_entities": sum(not d.entities for d in pred_docs),
             "decode_seconds": round(time.perf_counter() - started, 2)}

@@ -409,7 +409,7 @@ def evaluate_with_coref(params: PipelineParams, backend: str) -> dict:
     started = time.perf_counter()
     predictions = extractor.predictions(pred_docs)
     seconds = time.perf_counter() - started
-    scores = score_relations(gold, pred_docs, predictions)
+    scores = score_relations(gold, pred_docs, predictions, arity=extractor.layout.arity)
     quality = coref_quality(gold, result)
     record = {"dataset": params.dataset, "split": "test", "setting": scores["setting"], "backend": backend,
               "split_note": get_setting(params.dataset).split_note,

@@ -70,7 +70,8 @@ def _entity_id(cdoc: CorefDoc, index: int) -> str:
     return cdoc.names[index] if cdoc.names is not None else CLUSTER_ID.format(index)
 
 
-def score_relations(gold_docs: Sequence[Document], pred_docs: Sequence[Document], predictions: Predictions) -> dict:
+def score_relations(gold_docs: Sequence[Document], pred_docs: Sequence[Document], predictions: Predictions,
+                    arity: int = 4) -> dict:
     """SciREX scores of relations predicted over the entities of `clusters_to_documents`.
 
     Args:
@@ -80,15 +81,19 @@ def score_relations(gold_docs: Sequence[Document], pred_docs: Sequence[Document]
             4 args are the Task, Method, Material, Metric slots in that order; 2 args are a pair
             whose slots are its two entities' types. A pair whose entities are untyped or share a
             type fills no slot: it is dropped and counted (`dropped_pairs`).
+        arity: the model's: 4 scores n = 2 (the projection) and n = 4; 2 (a binary model) scores
+            n = 2 only, since a binary model writes no 4-ary relation and a 4-ary score of 0 says nothing.
 
     The setting is the one `clusters_to_documents` recorded in `pred_docs`. `gold_input` scores
     in the official gold-input setting (entity ids are gold names; every mapping is the
     identity); the others map each predicted cluster to a gold cluster with the official
     `match_clusters`, the spans of `pred_docs`' mentions being the predicted NER file.
 
-    Returns the setting, `scirex_official` and `dore_micro` for n = 2 and n = 4, and the number
-    of dropped pairs.
+    Returns the setting, `scirex_official` and `dore_micro` for each n, and the number of dropped pairs.
     """
+    if arity not in (2, 4):
+        raise ValueError(f"SciREX relations are binary or 4-ary, not {arity}-ary")
+    ns = (2,) if arity == 2 else (2, 4)
     settings = {d.meta.get("coref", {}).get("setting") for d in pred_docs}
     if len(settings) != 1 or None in settings:
         raise DataError(f"pred_docs must all come from one clusters_to_documents call, found settings {settings}",
@@ -139,9 +144,9 @@ def score_relations(gold_docs: Sequence[Document], pred_docs: Sequence[Document]
         micro_clusters = {d.doc_id: [[(m.start, m.end) for m in e.mentions] for e in d.entities] for d in pred_docs}
     return {"setting": setting,
             "scirex_official": {f"{n}ary": scirex_official(gold_docs, slot_dicts, n, **official_kwargs)
-                                for n in (2, 4)},
+                                for n in ns},
             "dore_micro": {f"{n}ary": dore_micro(gold_docs, micro_ids[n], n, pred_clusters=micro_clusters)
-                           for n in (2, 4)},
+                           for n in ns},
             "dropped_pairs": dropped_pairs}
 
 

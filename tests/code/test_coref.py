@@ -378,6 +378,17 @@ def test_relations_over_predicted_clusters_score_through_the_official_mapping(go
     assert wrong["scirex_official"]["2ary"]["f1"] < 1
     same_type = score_relations([gold_doc], [pdoc], {gold_doc.doc_id: [((cnn, rgcnn), "relevant")]})
     assert same_type["dropped_pairs"] == 1
+    assert set(scores["dore_micro"]) == set(scores["scirex_official"]) == {"2ary", "4ary"}
+
+
+def test_a_binary_models_relations_are_scored_binary_only(gold_doc):
+    """A binary model writes no 4-ary relation: its report has no 4-ary entry (a 0 there says nothing)."""
+    (pdoc,) = clusters_to_documents([gold_doc], resolve(make_backend("gold"), [gold_doc]))
+    scores = score_relations([gold_doc], [pdoc], {gold_doc.doc_id: [((2, 0), "relevant")]}, arity=2)
+    assert set(scores["dore_micro"]) == set(scores["scirex_official"]) == {"2ary"}
+    assert scores["dore_micro"]["2ary"]["p"] == 100
+    with pytest.raises(ValueError, match="3-ary"):
+        score_relations([gold_doc], [pdoc], {}, arity=3)
 
 
 def test_gold_clusters_score_in_the_gold_input_setting(gold_doc):
