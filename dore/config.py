@@ -75,6 +75,9 @@ class TrainConfig(BaseModel):
     pair_scorer: Literal["low-rank", "atlop"] = Field(
         "low-rank", description="the pair term's representation: low-rank (mean marker state, rank-256 bilinear) or "
         "atlop (logsumexp of the marker states, group bilinear over blocks of 64; needs pair_logits)")
+    pair_lr: float | None = Field(None, gt=0.0, description="learning rate of the pair term (null: lr_new, as "
+                                  "every new part). With teacher_pair_head the term is not new: it starts as a "
+                                  "converged head, which lr_new would shake loose; the encoder's lr keeps it")
     pair_loss: float = Field(0.0, ge=0.0, description="weight of an adaptive-threshold loss (ATLOP's, NA as the "
                              "threshold) on the pair term alone over every entity pair of each document, not only "
                              "the pairs of the sampled rows; 0: off (needs pair_logits)")
@@ -119,6 +122,8 @@ class TrainConfig(BaseModel):
             raise ValueError("freeze_encoder keeps a teacher's encoder: it needs init_encoder_from")
         if self.tail_logits and not self.pair_logits:
             raise ValueError("tail_logits reads the pair term: it needs pair_logits")
+        if self.pair_lr is not None and not self.pair_logits:
+            raise ValueError("pair_lr is the pair term's learning rate: it needs pair_logits")
         if self.pair_loss and not self.pair_logits:
             raise ValueError("pair_loss trains the pair term: it needs pair_logits")
         return self

@@ -169,7 +169,7 @@ LATER_FIELDS: dict[str, Any] = {"entity_embeddings": False, "entities": None, "p
                                 "lr_schedule": "steps", "tune_length_penalties": [1.0], "pair_loss": 0.0,
                                 "pair_scorer": "low-rank", "attention_dropout": None,
                                 "init_encoder_from": None, "teacher_pair_head": False, "context_pooling": True,
-                                "tail_logits": False, "freeze_encoder": False}
+                                "tail_logits": False, "freeze_encoder": False, "pair_lr": None}
 # Fields removed after rows were recorded, with the value every row had: still hashed, so the rows
 # keep their hashes (`target_format`: the lexical baseline is a method now, not a target format).
 REMOVED_FIELDS: dict[str, Any] = {"target_format": "symbolic"}

@@ -157,16 +157,22 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: floa
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: no decay on biases/norms; `lr_new` for parameters the backbone did not have
-    pretrained (cross-attention of a warm-started decoder, the output layer)."""
+    pretrained (cross-attention of a warm-started decoder, the output layer); `pair_lr`, when set,
+    for the pair term (`dore_entities.pair.`)."""
     new_markers = ("crossattention", "cross_attn", "encoder_attn", "EncDecAttention", "enc_to_dec_proj",
                    "dore_entities")
-    groups: dict[tuple[bool, bool], list] = {}
+    lr_of = {"pretrained": cfg.lr, "new": cfg.lr if cfg.lr_new is None else cfg.lr_new,
+             "pair": cfg.pair_lr if cfg.pair_lr is not None else (cfg.lr if cfg.lr_new is None else cfg.lr_new)}
+    groups: dict[tuple[bool, str], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         no_decay = p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
-        is_new = cfg.lr_new is not None and any(m in name for m in new_markers)
-        groups.setdefault((no_decay, is_new), []).append(p)
-    return [{"params": ps, "weight_decay": 0.0 if nd else cfg.weight_decay,
-             "lr": cfg.lr_new if new else cfg.lr} for (nd, new), ps in groups.items()]
+        if cfg.pair_lr is not None and name.startswith(entities.PREFIX + "pair."):
+            kind = "pair"
+        else:
+            kind = "new" if cfg.lr_new is not None and any(m in name for m in new_markers) else "pretrained"
+        groups.setdefault((no_decay, kind), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if nd else cfg.weight_decay, "lr": lr_of[kind]}
+            for (nd, kind), ps in groups.items()]
 

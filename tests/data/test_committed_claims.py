@@ -26,7 +26,8 @@ def redocred(shared_data):
 
 def test_there_are_claims_to_check():
     assert {path.parent.name for path in CLAIMS} >= {"main-job", "redocred-dore-pair-90min"}
-    assert {path.parent.name for path in CDR_CLAIMS} >= {"cdr-classifier-60min"}
+    assert {path.parent.name for path in CDR_CLAIMS} >= {"cdr-classifier-60min", "cdr-dore-tail-60min",
+                                                       "cdr-dore-tail-60min-pair-only", "cdr-dore-tail-60min-decoder-only"}
 
 
 @pytest.mark.parametrize("path", CLAIMS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))

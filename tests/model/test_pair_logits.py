@@ -483,3 +483,25 @@ def test_a_frozen_encoder_keeps_the_teachers_weights_while_the_rest_trains(small
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     with pytest.raises(ValueError, match="freeze_encoder"):
         config(freeze_encoder=True)  # no teacher to keep
+
+
+def test_pair_lr_gives_the_pair_term_its_own_learning_rate(small):
+    """`pair_lr`: every pair-term parameter (and only those) trains at it; the other new parts keep
+    lr_new and the pretrained ones lr. Unset, the pair term is one more new part."""
+    from dore.methods.seq2seq import param_groups
+
+    _, layout = small
+    cfg = config(pair_logits=True, pair_scorer="atlop", tail_logits=True, pair_lr=3e-5)
+    model = initial_backbone(cfg, layout).model
+    lr_of = {id(p): g["lr"] for g in param_groups(model, cfg) for p in g["params"]}
+    named = dict(model.named_parameters())
+    pair = {n for n in named if n.startswith(entities.PREFIX + "pair.")}
+    assert pair and {lr_of[id(named[n])] for n in pair} == {3e-5}
+    assert {lr_of[id(p)] for n, p in named.items() if n.startswith(entities.PREFIX) and n not in pair} == {1e-2}
+    assert {lr_of[id(p)] for p in model.get_encoder().parameters()} == {1e-4}
+    assert len(lr_of) == len(named)  # every trainable parameter is in exactly one group
+    unset = config(pair_logits=True, pair_scorer="atlop")
+    groups = param_groups(initial_backbone(unset, layout).model, unset)
+    assert {g["lr"] for g in groups} == {1e-4, 1e-2}
+    with pytest.raises(ValueError, match="pair_lr"):
+        TrainConfig(entity_embeddings=True, pair_lr=1e-4)
