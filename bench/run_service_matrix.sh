@@ -7,6 +7,10 @@
 #   bench/run_service_matrix.sh dore-docred:latest             # 30 s, clients 50,200, 40 documents, 53de7be
 #   bench/run_service_matrix.sh dore-docred:latest 5 8,16 10   # a short check that it works
 #
+# The baseline revision cannot load a model with a pair term (the main job's since 0698398's preset):
+# serve every configuration a copy without it, made by bench/baseline_model.py and packaged with
+# `dore package --artifacts DIR`, so all of them still run one model file.
+#
 # Configurations (all one worker; torch threads 1 unless named otherwise, so they compare):
 #   baseline-on / baseline-off: the service and decoder of BASELINE_REV (the revision of
 #     bench/results/service_baseline.md), exported from git, adaptive batching on / off;

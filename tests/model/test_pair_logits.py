@@ -505,3 +505,31 @@ def test_pair_lr_gives_the_pair_term_its_own_learning_rate(small):
     assert {g["lr"] for g in groups} == {1e-4, 1e-2}
     with pytest.raises(ValueError, match="pair_lr"):
         TrainConfig(entity_embeddings=True, pair_lr=1e-4)
+
+
+def test_the_benches_baseline_copy_is_the_model_without_its_pair_term(small, tmp_path):
+    """`bench/baseline_model.py`: the copy has no pair-term tensor, loads as a model without the
+    term, and extracts exactly what the original does with the term removed (`decoder`)."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "baseline_model.py"
+    spec = importlib.util.spec_from_file_location("baseline_model", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    docs, layout = small
+    backbone = initial_backbone(config(pair_logits=True, tail_logits=True), layout)
+    randomized_pair(backbone)
+    extractor(backbone, layout).save_pretrained(tmp_path / "model")
+    dropped = bench.strip_pair_term(tmp_path / "model", tmp_path / "copy")
+    assert dropped and all(k.startswith(entities.PREFIX + "pair.") for k in dropped)
+    with safe_open(str(tmp_path / "copy" / "model.safetensors"), "pt") as fh:
+        assert not [k for k in fh.keys() if k.startswith(entities.PREFIX + "pair.")]
+        assert any(k.startswith(entities.PREFIX) for k in fh.keys())  # the entity table stays
+    copy = Extractor.from_pretrained(tmp_path / "copy")
+    assert entities.of(copy.backbone.model).pair is None
+    assert copy.extract(docs) == Extractor.from_pretrained(tmp_path / "model", relation_logits="decoder").extract(docs)
+    with pytest.raises(FileExistsError):
+        bench.strip_pair_term(tmp_path / "model", tmp_path / "copy")
