@@ -14,7 +14,9 @@ seconds (or `--requests` requests), each request one Re-DocRED test document in 
 first `--docs` documents that fit the model, in turn). Writes <out>/<name>.md and .json:
 p50/p95/p99 latency, 200-responses/s, errors by status (a dropped connection counts as
 `disconnected`), the mean batch size the adaptive dispatcher ran (from /metrics), and the server
-process tree's resident memory (from /proc) after warm-up, at its peak under load, and after.
+process tree's resident memory (from /proc) after warm-up, at its peak under load, and after
+(each "after" read `SETTLE_S` seconds after the last answer: what the server keeps, not what it
+is still releasing).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+SETTLE_S = 2.0  # before an "after" RSS reading: an idle continuous decoder hands its freed heap back
 sys.path.insert(0, str(REPO))
 from dore.env import set_offline_defaults  # noqa: E402
 
@@ -208,6 +211,7 @@ def load(url: str, payloads: list[dict], clients: int, requests: int, warmup: in
         with ThreadPoolExecutor(max_workers=clients) as pool:
             list(pool.map(send, range(warmup)))  # also trains the dispatcher's latency model
             docs_before, batches_before = batch_counters(http)
+            time.sleep(SETTLE_S)
             rss_warm = tree_rss_mb(pid) if pid else None
             sampler = RssSampler(pid).__enter__()
             start = time.perf_counter()
@@ -224,6 +228,7 @@ def load(url: str, payloads: list[dict], clients: int, requests: int, warmup: in
                 results = [r for mine in pool.map(client, range(clients)) for r in mine]
             wall = time.perf_counter() - start
             sampler.__exit__()
+            time.sleep(SETTLE_S)
             rss_after = tree_rss_mb(pid) if pid else None
         docs_after, batches_after = batch_counters(http)
     ok = [latency for status, latency in results if status == 200]

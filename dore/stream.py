@@ -3,6 +3,7 @@ when its own documents are done (`ContinuousExtraction`, continuous row batching
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -18,6 +19,17 @@ from dore.decoding.continuous import ContinuousRows
 from dore.extract import Extractor, PredictedRelation
 from dore.model.inputs import pad_batch
 from dore.symbolic.layout import SlotAssignment
+
+
+def release_free_heap() -> bool:
+    """Hand the C heap's freed pages back to the OS (glibc's `malloc_trim`); False where there is
+    none (macOS, musl). torch's CPU tensors come from malloc, and glibc keeps what a burst freed:
+    without this a service's RSS stays at its busiest moment's peak (issue #17: +378 MB after 200
+    clients). Takes milliseconds; called when the decoder goes idle."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass
@@ -54,6 +66,7 @@ class ContinuousExtraction:
         self._waiting: list[tuple[_Request, int]] = []  # seen (encoded), not yet started; oldest first
         self._wake = threading.Condition()
         self._closed = False
+        self.trims = 0  # times the freed heap went back to the OS (the decoder went idle)
         self._threads = torch.get_num_threads()  # the caller's: OpenMP settings are per thread
         self._thread = threading.Thread(target=self._run, name="dore-continuous-decoding", daemon=True)
         self._thread.start()
@@ -81,6 +94,9 @@ class ContinuousExtraction:
             self._closed = True
             self._wake.notify()
         self._thread.join()
+
+    def _idle(self) -> bool:
+        return not self._pending and not self._waiting and self.decoder.idle and not self._closed
 
     def _admit(self) -> list[tuple[_Request, int]]:
         """The documents to start now: the oldest waiting one, then those closest to it in input
@@ -136,8 +152,10 @@ class ContinuousExtraction:
         torch.set_num_threads(self._threads)
         with torch.no_grad():  # grad mode is per thread
             while True:
+                if self._idle():  # outside the lock: trimming a large heap takes a few hundred ms
+                    self.trims += release_free_heap()  # a burst's peak would stay resident
                 with self._wake:
-                    while not self._pending and not self._waiting and self.decoder.idle and not self._closed:
+                    while self._idle():
                         self._wake.wait()
                     if self._closed:
                         break

@@ -2,7 +2,10 @@
 the batch (`compact_rows`), the reused self-attention cache, and continuous row batching
 (documents joining the decoder while others decode), against one-by-one decoding."""
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +14,7 @@ from dore.config import DecodingConfig
 from dore.decoding.constraint import slot_mask
 from dore.decoding.generate import generate_rows, row_setup, start_greedy
 from dore.extract import Extractor
-from dore.stream import ContinuousExtraction
+from dore.stream import ContinuousExtraction, release_free_heap
 from dore.model import entities
 from dore.model.backbone import load_backbone
 from tests.code.test_decoding import CDR, FAMILIES, documents
@@ -114,3 +117,45 @@ def test_length_sorted_batches_give_each_document_its_own_relations():
     for got, want in zip(ordered, plain, strict=True):
         assert [(r.args, r.label) for r in got] == [(r.args, r.label) for r in want]
         assert [r.confidence for r in got] == pytest.approx([r.confidence for r in want], abs=1e-5)
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+
+def test_the_heap_a_burst_freed_goes_back_to_the_os_when_the_decoder_goes_idle():
+    """glibc keeps freed heap pages: without a trim, a service's RSS stays at its busiest peak
+    (issue #17's RSS target). A thread's burst of 1 MB tensors, freed, still counts in RSS until
+    `release_free_heap`; the continuous decoder trims each time it goes idle."""
+    if not Path("/proc/self/statm").exists() or not release_free_heap():
+        pytest.skip("glibc's malloc_trim and /proc are Linux-only")
+
+    def burst():
+        big = torch.empty(8_000_000)  # freeing an 8 MB mmap'ed block raises glibc's mmap threshold
+        del big
+        held = [torch.ones(250_000) for _ in range(300)]  # 300 MB of heap, then freed
+        del held
+
+    before = _rss_mb()
+    worker = threading.Thread(target=burst)
+    worker.start()
+    worker.join()
+    kept = _rss_mb() - before
+    release_free_heap()
+    assert kept > 150, f"the burst left only {kept:.0f} MB resident: nothing to measure"
+    assert _rss_mb() - before < kept - 150
+
+    layout = fixture_layout(n_slots=42)
+    extractor = Extractor(load_backbone("tiny-bart", layout, seed=0), layout)
+    continuous = ContinuousExtraction(extractor, DecodingConfig(symbol_head=True, max_new_tokens=4))
+    try:
+        deadline = time.monotonic() + 10
+        while continuous.trims == 0 and time.monotonic() < deadline:  # idle from the start
+            time.sleep(0.01)
+        trims = continuous.trims
+        continuous.extract(fixture_docs("dev")[:2])
+        while continuous.trims == trims and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert continuous.trims == trims + 1, "the decoder went idle without handing the heap back"
+    finally:
+        continuous.close()
