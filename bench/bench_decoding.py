@@ -35,6 +35,7 @@ from dore.env import set_offline_defaults  # noqa: E402
 set_offline_defaults()
 
 
+BATCH_SIZES = (1, 32)  # documents per batch: alone, and more than a service's queue usually holds
 BASELINE_REV = "53de7be"  # the revision of the #17 service baseline (bench/results/service_baseline.md)
 
 # Run by the baseline revision's own code (argv: its source folder, model, batch docs, rounds, docs file).
@@ -136,6 +137,10 @@ def levers(args, docs, root) -> dict:
         "compaction + length-sorted batches (default)": lambda: ex.extract(docs, served),
         "compaction + length-sorted + int8": lambda: qex.extract(docs, served),
         "compaction + length-sorted + int8 decoder only": lambda: qdex.extract(docs, served),
+        # what batching can gain at all on this machine: the same decoding, one document per batch
+        # (the unbatched service) and many (#17's batched >= 2 x unbatched target)
+        **{f"compaction + length-sorted, batches of {k}": (
+            lambda k=k: ex.extract(docs, served.model_copy(update={"batch_docs": k}))) for k in BATCH_SIZES},
         "continuous row batching (service default)": continuous(ex),
         "continuous row batching + int8": continuous(qex),
     }
@@ -195,6 +200,12 @@ def levers_table(lv: dict) -> list[str]:
              "|---|---|---|---|"]
     for name, s in per_doc.items():
         lines.append(f"| {name} | {1e3 * s:.0f} | {s / base:.2f} | {s / enc:.1f} |")
+    batched = {k: per_doc.get(f"compaction + length-sorted, batches of {k}") for k in BATCH_SIZES}
+    if all(batched.values()):
+        lines += ["", f"Batching's ceiling on this machine (same threads): a document costs "
+                      f"{batched[BATCH_SIZES[-1]] / batched[BATCH_SIZES[0]]:.2f} x as much in batches of "
+                      f"{BATCH_SIZES[-1]} as alone, so batched throughput is at most "
+                      f"{batched[BATCH_SIZES[0]] / batched[BATCH_SIZES[-1]]:.2f} x unbatched."]
     if "f1" in lv:
         f = lv["f1"]
         lines += ["", f"Test F1 ({f['scorer']}, first {f['documents']} test_revised documents): "
