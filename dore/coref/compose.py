@@ -129,6 +129,14 @@ def score_relations(gold_docs: Sequence[Document], pred_docs: Sequence[Document]
                 micro[2][doc_id].append((*pair, PAIR_LABELS[types]))
             else:
                 micro[4][doc_id].append(tuple(args))
+                # n = 2 scores its projection: each pair of its entities, once per document (a set of
+                # pairs, where repeated 4-ary tuples stay repeats)
+                types = [t for t in OFFICIAL_SLOT_ORDER if t in slots]
+                for i_type, first in enumerate(types):
+                    for second in types[i_type + 1:]:
+                        pair = (*sorted((slots[first], slots[second])), PAIR_LABELS[(first, second)])
+                        if pair not in micro[2][doc_id]:
+                            micro[2][doc_id].append(pair)
 
     if setting == "gold_input":
         official_kwargs: dict = {}

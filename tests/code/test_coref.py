@@ -381,6 +381,21 @@ def test_relations_over_predicted_clusters_score_through_the_official_mapping(go
     assert set(scores["dore_micro"]) == set(scores["scirex_official"]) == {"2ary", "4ary"}
 
 
+def test_a_4ary_relation_scores_its_pairs_in_the_binary_micro_score(tmp_path):
+    """n = 2 of a 4-ary model is its projection: the six pairs of each tuple, each pair once."""
+    ner = [("lane detection", 0, "Metric") if (p, k) == ("lane detection", 0) else (p, k, t) for p, k, t in NER]
+    coref = {"CNN": [list(span("convolutional neural network"))], "MT": [list(span("machine translation"))],
+             "CNN_DM": [list(span("CNN / Daily Mail"))], "Acc": [list(span("lane detection"))]}
+    relation = {"Task": "MT", "Method": "CNN", "Material": "CNN_DM", "Metric": "Acc", "score": "1"}
+    doc = scirex_doc(tmp_path, ner=ner, coref=coref, relations=[relation])
+    (pdoc,) = clusters_to_documents([doc], resolve(make_backend("gold"), [doc]))
+    at = {e.id: i for i, e in enumerate(pdoc.entities)}
+    four = (at["MT"], at["CNN"], at["CNN_DM"], at["Acc"])
+    micro = score_relations([doc], [pdoc], {doc.doc_id: [(four, "relevant"), (four, "relevant")]})["dore_micro"]
+    assert (micro["4ary"]["tp"], micro["4ary"]["fp"]) == (1, 1)  # a repeated tuple is a false positive
+    assert (micro["2ary"]["tp"], micro["2ary"]["fp"], micro["2ary"]["fn"]) == (6, 0, 0)
+
+
 def test_a_binary_models_relations_are_scored_binary_only(gold_doc):
     """A binary model writes no 4-ary relation: its report has no 4-ary entry (a 0 there says nothing)."""
     (pdoc,) = clusters_to_documents([gold_doc], resolve(make_backend("gold"), [gold_doc]))
