@@ -53,6 +53,23 @@ def test_a_committed_cdr_claim_rescores_to_its_numbers(path, shared_data):
         assert rescored[key] == pytest.approx(record[key], abs=1e-9), key
 
 
+SCIREX_CLAIMS = sorted(path for path in EXPERIMENTS.glob("**/metrics*.json")
+                       if (record := json.loads(path.read_text())).get("dataset") == "scirex" and record.get("predictions"))
+
+
+def test_a_committed_scirex_claim_rescores_to_its_numbers(shared_data):
+    """SciREX claims (`dore predict`'s JSON lines over the official dev file, our test) re-score with the
+    official macro metric, binary and 4-ary."""
+    assert SCIREX_CLAIMS, "experiments/scirex/gold-input-30min/ should be found"
+    gold = get_setting("scirex").read_splits(("test",), root=shared_data)["test"]
+    for path in SCIREX_CLAIMS:
+        record = json.loads(path.read_text())
+        assert record["split"] == "test" and record["scorer"] == "scirex_official" and record["documents"] == len(gold)
+        rescored = score(read_prediction_lines(path.parent / record["predictions"]), gold, arity=4)
+        for key in ("f1", "p", "r", "f1_4ary"):
+            assert rescored[key] == pytest.approx(record[key], abs=1e-9), (path, key)
+
+
 JOINT = EXPERIMENTS / "joint"
 
 
