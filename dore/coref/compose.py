@@ -126,11 +126,13 @@ def score_relations(gold_docs: Sequence[Document], pred_docs: Sequence[Document]
             if len(args) == 2:
                 pair = tuple(sorted(args))
                 types = tuple(t for t in OFFICIAL_SLOT_ORDER if t in slots)
-                micro[2][doc_id].append((*pair, PAIR_LABELS[types]))
+                entry = (*pair, PAIR_LABELS[types])
+                if arity == 2 or entry not in micro[2][doc_id]:  # a binary model's repeats stay false positives
+                    micro[2][doc_id].append(entry)
             else:
                 micro[4][doc_id].append(tuple(args))
-                # n = 2 scores its projection: each pair of its entities, once per document (a set of
-                # pairs, where repeated 4-ary tuples stay repeats)
+                # n = 2 of a 4-ary model scores the set of its pairs: each pair of each tuple, once per
+                # document (repeated 4-ary tuples stay repeats at n = 4)
                 types = [t for t in OFFICIAL_SLOT_ORDER if t in slots]
                 for i_type, first in enumerate(types):
                     for second in types[i_type + 1:]:
