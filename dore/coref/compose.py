@@ -111,6 +111,7 @@ def score_relations(gold_docs: Sequence[Document], pred_docs: Sequence[Document]
             raise DataError("prediction for a document that is not in pred_docs", doc=doc_id, field="predictions")
         doc = by_id[doc_id]
         slot_dicts[doc_id], micro[2][doc_id], micro[4][doc_id] = [], [], []
+        pairs_seen: set[tuple[int, int, str]] = set()
         for i, (args, _label) in enumerate(relations):
             if any(not 0 <= a < len(doc.entities) for a in args) or len(args) not in (2, 4):
                 raise DataError(f"expected 2 or 4 entity indices below {len(doc.entities)}, got {tuple(args)}",
@@ -123,23 +124,14 @@ def score_relations(gold_docs: Sequence[Document], pred_docs: Sequence[Document]
             if setting != "gold_input" and gold_names.intersection(names.values()):
                 raise DataError("a predicted entity id equals a gold cluster name", doc=doc_id, field="pred_docs")
             slot_dicts[doc_id].append(names)
-            if len(args) == 2:
-                pair = tuple(sorted(args))
-                types = tuple(t for t in OFFICIAL_SLOT_ORDER if t in slots)
-                entry = (*pair, PAIR_LABELS[types])
-                if arity == 2 or entry not in micro[2][doc_id]:  # a binary model's repeats stay false positives
-                    micro[2][doc_id].append(entry)
-            else:
-                micro[4][doc_id].append(tuple(args))
-                # n = 2 of a 4-ary model scores the set of its pairs: each pair of each tuple, once per
-                # document (repeated 4-ary tuples stay repeats at n = 4)
-                types = [t for t in OFFICIAL_SLOT_ORDER if t in slots]
-                for i_type, first in enumerate(types):
-                    for second in types[i_type + 1:]:
-                        pair = (*sorted((slots[first], slots[second])), PAIR_LABELS[(first, second)])
-                        if pair not in micro[2][doc_id]:
-                            micro[2][doc_id].append(pair)
-
+            if len(args) == 4:
+                micro[4][doc_id].append(tuple(args))  # repeated 4-ary tuples stay repeats at n = 4
+            pairs = _pair_entries(slots)
+            if arity == 2 and len(args) == 2:
+                micro[2][doc_id] += pairs  # a binary model's repeats stay false positives
+            else:  # a 4-ary model's n = 2 is the set of its pairs, explicit or projected, once per document
+                micro[2][doc_id] += [p for p in pairs if p not in pairs_seen]
+                pairs_seen.update(pairs)
     if setting == "gold_input":
         official_kwargs: dict = {}
         micro_ids = _gold_indices(gold_docs, by_id, micro)
@@ -168,6 +160,14 @@ def _slots(doc: Document, args: Sequence[int]) -> dict[str, int] | None:
     if None in types or types[0] == types[1] or not set(types) <= set(SCIREX_TYPES):
         return None
     return dict(zip(types, args))
+
+
+def _pair_entries(slots: Mapping[str, int]) -> list[tuple[int, int, str]]:
+    """The binary micro entries of one relation: each pair of its filled slots as (lower index, higher
+    index, the pair's label), slots taken in the official order (a pair relation gives one entry)."""
+    types = [t for t in OFFICIAL_SLOT_ORDER if t in slots]
+    return [(*sorted((slots[first], slots[second])), PAIR_LABELS[(first, second)])
+            for i, first in enumerate(types) for second in types[i + 1:]]
 
 
 def _gold_indices(gold_docs: Sequence[Document], by_id: Mapping[str, Document],
