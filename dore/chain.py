@@ -158,16 +158,29 @@ def given_clusters(docs: Sequence[Document], clusters: Mapping[str, Sequence[Seq
     return CorefResult(backend=backend, setting=setting, docs=sorted(out, key=lambda d: d.doc_id))
 
 
-def relations(gold_docs: Sequence[Document], docs: Sequence[Document], result: CorefResult,
-              extractor: Extractor) -> dict:
-    """DORE over the result's clusters (the largest per type block kept), scored against the gold."""
+def relate(docs: Sequence[Document], result: CorefResult, extractor: Extractor
+           ) -> tuple[list[Document], dict[str, list]]:
+    """DORE over the result's clusters (the largest per type block kept): the input documents made of
+    the clusters, and the predictions over their entities (`Extractor.predictions`)."""
     blocks = {b.type: b.size for b in extractor.layout.blocks if b.type is not None}
     pred_docs = clusters_to_documents(docs, result, max_per_type=blocks or None)
+    return pred_docs, extractor.predictions(pred_docs)
+
+
+def relation_scores(gold_docs: Sequence[Document], pred_docs: Sequence[Document], predictions: Mapping[str, list],
+                    arity: int) -> dict:
+    """`score_relations`, with what the layout dropped counted."""
+    return {**score_relations(gold_docs, pred_docs, predictions, arity=arity),
+            "clusters_dropped_by_layout": sum(d.meta["coref"]["dropped_clusters"] for d in pred_docs),
+            "docs_without_entities": sum(not d.entities for d in pred_docs)}
+
+
+def relations(gold_docs: Sequence[Document], docs: Sequence[Document], result: CorefResult,
+              extractor: Extractor) -> dict:
+    """DORE over the result's clusters, scored against the gold."""
     started = time.perf_counter()
-    predictions = extractor.predictions(pred_docs)
-    scores = score_relations(gold_docs, pred_docs, predictions, arity=extractor.layout.arity)
-    return {**scores, "clusters_dropped_by_layout": sum(d.meta["coref"]["dropped_clusters"] for d in pred_docs),
-            "docs_without_entities": sum(not d.entities for d in pred_docs),
+    pred_docs, predictions = relate(docs, result, extractor)
+    return {**relation_scores(gold_docs, pred_docs, predictions, extractor.layout.arity),
             "decode_seconds": round(time.perf_counter() - started, 2)}
 
 

@@ -1,18 +1,32 @@
 """SciREX end to end, stage by stage, with the trained recognizer (issue #15).
 
 One recognizer pass per split gives the mentions and both coreference backends' clusters; then
-the chain (`dore.chain.run_chain`, relations off: no SciREX DORE model is trained here) runs for
-each backend x salience (the classifier, the gold oracle, none) and is scored per stage:
+the chain (`dore.chain.run_chain`) runs for each backend x salience (the classifier, the gold
+oracle, none) and is scored per stage:
 
 - mentions: P/R/F1 on exact span and on span + type, against every gold NER span;
 - coreference: MUC / B³ / CEAF-e of the clusters against the gold salient clusters;
 - salient clusters: P/R/F1 under the official mapping, after the salience step.
 
+With `--dore` (a SciREX DORE model directory; `--dore-binary` for the binary model), the test split
+also gets relations, under `scirex_official` (macro) and `dore_micro`, binary and 4-ary, in each
+setting, from the most gold to none, so that the stage that loses most shows:
+
+- `gold_input`: the gold salient clusters;
+- `gold_mentions/<salience>`: string-match clusters over the gold NER mentions, salience by the
+  classifier (`model`) or the gold oracle;
+- `<backend>/salience-oracle` = `gold_salient_oracle`: the recognizer's clusters filtered by gold salience;
+- `<backend>/salience-model` = `end_to_end`: nothing gold at test time; the headline is the
+  recognizer's own backend (`default_coref`, chosen on the held-out papers).
+
+The relations behind every score are written next to `--out` (`<out stem>/<setting>.jsonl.gz`,
+`dore.coref.io.write_relations`), so each re-scores from the gold file alone.
+
 Splits: `held_out` = the last 30 documents of SciREX train (the recognizer's and the salience
 classifier's selection documents), `test` = all 66 documents of the official dev file.
 
-    nice -n 5 .venv/bin/python experiments/scirex/end_to_end.py --artifacts runs/scirex-e2e \
-        --out experiments/scirex/metrics_end_to_end_chain.json
+    nice -n 5 .venv/bin/python experiments/scirex/end_to_end.py --artifacts runs/scirex-full \
+        --dore runs/scirex/w1/scirex/model --out artifacts/scirex/metrics_end_to_end.json
 """
 
 from __future__ import annotations
@@ -22,66 +36,130 @@ import json
 import time
 from pathlib import Path
 
-from dore.chain import recognize_backends, recognizer_dir, run_chain
+from dore.chain import blind, gold_mentions, recognize_backends, recognizer_dir, relate, relation_scores, run_chain
 from dore.config import PipelineParams, artifacts_dir
-from dore.coref.io import write_result
+from dore.coref.backends import Gold, resolve
+from dore.coref.io import write_relations, write_result
 from dore.coref.salience import SalienceModel
 from dore.data.datasets import SPLITS, get_setting
 from dore.data.model import atomic_write_text
 from dore.entities import EntityRecognizer
 from dore.entities.coref import COREF_BACKENDS
+from dore.extract import Extractor
 
 SALIENCE = ("model", "oracle", "none")
+SCORE_KEYS = ("scirex_official", "dore_micro")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", required=True, help="run holding scirex/entities/model and scirex/salience")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
+    parser.add_argument("--dore", help="SciREX 4-ary DORE model directory: relations on the test split")
+    parser.add_argument("--dore-binary", help="SciREX binary DORE model directory (the paper's Table 4 binary model)")
+    parser.add_argument("--splits", default="held_out,test", help="held_out, test or both")
     parser.add_argument("--limit", type=int, default=None, help="first N documents of each split")
     args = parser.parse_args()
     params = PipelineParams(dataset="scirex", artifacts=args.artifacts)
     splits = get_setting("scirex").read_splits(SPLITS)
     recognizer = EntityRecognizer.from_pretrained(recognizer_dir(params))
     salience_model = SalienceModel.load(artifacts_dir(params) / "salience" / "model.json")
+    extractors = {kind: Extractor.from_pretrained(path) for kind, path in (("4ary", args.dore),
+                                                                           ("binary", args.dore_binary)) if path}
+    out_path = Path(args.out)
+    relations_dir = out_path.with_suffix("")
     record = {"setting": "end_to_end (mentions and clusters from the recognizer; salience: classifier, gold "
                          "oracle = gold_salient_oracle, or none)",
+              "headline": f"test/{recognizer.default_coref}/salience-model" if extractors else None,
+              "scorers": {"scirex_official": "official SciREX macro metric (per document, then averaged)",
+                          "dore_micro": "DORE's micro metric, dore_compat=False (exact gold -> predicted cluster "
+                                        "mapping, counts over all documents)"},
               "recognizer": {"dir": str(recognizer_dir(params)), "default_coref": recognizer.default_coref,
                              **{k: recognizer.card.get(k) for k in ("dev_metrics", "split_note", "train_docs")},
                              "params": recognizer.card.get("params")},
               "salience_model": salience_model.provenance.get("selected"),
-              "relations": "not run: no SciREX DORE model is trained in this run", "splits": {}}
+              "dore_models": {kind: {"dir": str(path), "card": _card(path)} for kind, path in
+                              (("4ary", args.dore), ("binary", args.dore_binary)) if path},
+              "splits": {}}
     for name, split in (("held_out", "dev"), ("test", "test")):
+        if name not in args.splits.split(","):
+            continue
         gold = splits[split][: args.limit or None]
         started = time.perf_counter()
         predicted = recognize_backends(recognizer, gold, COREF_BACKENDS)
         seconds = time.perf_counter() - started
-        windows = [recognizer.example(d).windows for d in gold]
-        # every piece of every paper is read: windows start every `stride` pieces until the last piece
-        body = max(len(i) for w in windows for i in w.ids) - 2  # window minus its two special tokens
-        covered = all(w.n_pieces <= (len(w.ids) - 1) * recognizer.stride + body for w in windows)
         out: dict = {"documents": len(gold), "recognize_seconds": round(seconds, 1),
-                     "windows": {"window": recognizer.window, "stride": recognizer.stride,
-                                 "mean": round(sum(len(w.ids) for w in windows) / len(windows), 2),
-                                 "max": max(len(w.ids) for w in windows), "pieces_mean": round(
-                                     sum(w.n_pieces for w in windows) / len(windows), 1),
-                                 "every_piece_read": covered, "words_cut": 0}}
-        for backend, (mentions, clusters) in predicted.items():
-            for salience in SALIENCE:
-                chain, results = run_chain(gold, mentions, mention_source="predicted", salience=salience,
-                                           salience_model=salience_model if salience == "model" else None,
-                                           clusters=clusters if backend == "learned" else None,
-                                           clusters_from=backend)
-                out[f"{backend}/salience-{salience}"] = chain
-                if name == "test":
-                    for step, result in results.items():
-                        write_result(Path(args.out).parent / "chain" / f"{backend}-salience-{salience}"
-                                     / f"{step}.jsonl", result)
-        record["splits"][name] = out
-        print(name, json.dumps({k: (v["mentions"]["f1"], v["mentions"]["span"]["f1"], v["coref_quality"]["avg_f1"],
-                                    v["salient_clusters"]["f1"]) for k, v in out.items() if "/" in k}),
+                     "windows": _windows(recognizer, gold)}
+        chains = [(f"{backend}/salience-{salience}", mentions, "predicted", salience, backend, clusters)
+                  for backend, (mentions, clusters) in predicted.items() for salience in SALIENCE]
+        if name == "test" and extractors:  # the gold-mention rows of the ablation
+            chains += [(f"gold_mentions/salience-{salience}", gold_mentions(gold), "gold", salience,
+                        "string-match", None) for salience in ("model", "oracle")]
+        for key, mentions, source, salience, backend, clusters in chains:
+            chain, results = run_chain(gold, mentions, mention_source=source, salience=salience,
+                                       salience_model=salience_model if salience == "model" else None,
+                                       clusters=clusters if backend == "learned" else None, clusters_from=backend)
+            if name == "test":
+                for step, result in results.items():
+                    write_result(out_path.parent / "chain" / key.replace("/", "-") / f"{step}.jsonl", result)
+                if salience != "none":  # every cluster of a paper: the layout would drop most of them
+                    seen = [blind(d, mentions.get(d.doc_id, ())) for d in gold]  # what the chain may read
+                    chain["relations"] = _relations(gold, seen, results["salient"], extractors, relations_dir / key)
+            out[key] = chain
+            _save(out_path, record, name, out)
+        if name == "test" and extractors:
+            gold_input = resolve(Gold(), gold)
+            out["gold_input"] = {"setting": "gold_input", "relations": _relations(gold, gold, gold_input, extractors,
+                                                                                  relations_dir / "gold_input")}
+        _save(out_path, record, name, out)
+        print(name, json.dumps({k: _summary(v) for k, v in out.items() if isinstance(v, dict) and "setting" in v}),
               flush=True)
-        atomic_write_text(Path(args.out), json.dumps(record, indent=1, default=str))  # each split as it ends
+
+
+def _relations(gold, docs, result, extractors: dict, stem: Path) -> dict:
+    """Each DORE model over the result's clusters (`docs`: the papers as the chain read them), scored
+    against `gold`: scores, decode time and the predictions' file."""
+    out = {}
+    for kind, extractor in extractors.items():
+        started = time.perf_counter()
+        pred_docs, predictions = relate(docs, result, extractor)
+        path = write_relations(stem.with_name(f"{stem.name}.{kind}.jsonl.gz"), pred_docs, predictions)
+        out[kind] = {**relation_scores(gold, pred_docs, predictions, extractor.layout.arity),
+                     "decode_seconds": round(time.perf_counter() - started, 1), "predictions": str(path)}
+    return out
+
+
+def _windows(recognizer: EntityRecognizer, gold) -> dict:
+    """How the recognizer read the papers: every piece is read when windows start every `stride`
+    pieces until the last one."""
+    windows = [recognizer.example(d).windows for d in gold]
+    body = max(len(i) for w in windows for i in w.ids) - 2  # window minus its two special tokens
+    covered = all(w.n_pieces <= (len(w.ids) - 1) * recognizer.stride + body for w in windows)
+    return {"window": recognizer.window, "stride": recognizer.stride,
+            "mean": round(sum(len(w.ids) for w in windows) / len(windows), 2),
+            "max": max(len(w.ids) for w in windows),
+            "pieces_mean": round(sum(w.n_pieces for w in windows) / len(windows), 1),
+            "every_piece_read": covered, "words_cut": 0}
+
+
+def _card(model_dir: str) -> dict:
+    """What the DORE model's training recorded (its summary next to the model), if anything."""
+    summary = Path(model_dir).parent / "train" / "summary.json"
+    return json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def _summary(chain: dict) -> dict:
+    row = {"mentions_f1": chain.get("mentions", {}).get("f1"),
+           "salient_f1": chain.get("salient_clusters", {}).get("f1")}
+    for kind, rel in chain.get("relations", {}).items():
+        for scorer in SCORE_KEYS:
+            row[f"{kind}/{scorer}"] = {n: round(s["f1"], 2) for n, s in rel[scorer].items()}
+    return row
+
+
+def _save(out_path: Path, record: dict, split: str, out: dict) -> None:
+    record["splits"][split] = out
+    atomic_write_text(out_path, json.dumps(record, indent=1, default=str))  # after every chain: nothing lost
 
 
 if __name__ == "__main__":

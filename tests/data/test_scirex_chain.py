@@ -150,3 +150,32 @@ def test_chain_refuses_an_unknown_salience(dev):
         run_chain(dev[:1], gold_mentions(dev[:1]), mention_source="gold", salience="gold")
     with pytest.raises(ValueError, match="needs a salience_model"):
         run_chain(dev[:1], gold_mentions(dev[:1]), mention_source="gold", salience="model")
+
+
+def test_relations_over_predicted_clusters_rescore_from_their_file_alone(dev, tmp_path):
+    """`write_relations` keeps what the score needs: read back against the gold file, the same
+    relations over the same clusters give the same scores, both scorers, binary and 4-ary."""
+    from dore.coref.compose import clusters_to_documents, score_relations
+    from dore.coref.io import read_relations, write_relations
+    from dore.data.scirex import SCIREX_TYPES
+
+    gold = dev[:6]
+    seen = [blind(d, gold_mentions([d])[d.doc_id]) for d in gold]
+    salient = salient_oracle(gold, resolve(StringMatch(), seen))
+    pred_docs = clusters_to_documents(seen, salient, max_per_type={t: 3 for t in SCIREX_TYPES})
+    predictions = {}
+    for doc in pred_docs:  # every typed 4-tuple, and one pair per paper (a pair the 4-tuples repeat)
+        by_type = [[i for i, e in enumerate(doc.entities) if e.type == t] for t in SCIREX_TYPES]
+        predictions[doc.doc_id] = [(args, "relevant") for args in product(*by_type)][:5]
+        if predictions[doc.doc_id]:
+            predictions[doc.doc_id].append((predictions[doc.doc_id][0][0][:2], "relevant"))
+    assert sum(map(len, predictions.values())) > 6
+    expected = score_relations(gold, pred_docs, predictions)
+    assert expected["scirex_official"]["4ary"]["f1"] > 0
+    path = write_relations(tmp_path / "relations.jsonl.gz", pred_docs, predictions)
+    again_docs, again = read_relations(path, gold)
+    assert again == {k: [(tuple(a), lab) for a, lab in v] for k, v in predictions.items()}
+    assert score_relations(gold, again_docs, again) == expected
+    assert path.read_bytes() == write_relations(tmp_path / "again.jsonl.gz", pred_docs, predictions).read_bytes()
+    with pytest.raises(DataError, match=dev[6].doc_id):  # a paper missing from the file is named
+        read_relations(path, [*gold, dev[6]])
