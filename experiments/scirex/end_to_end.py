@@ -19,8 +19,9 @@ setting, from the most gold to none, so that the stage that loses most shows:
 - `<backend>/salience-model` = `end_to_end`: nothing gold at test time; the headline is the
   recognizer's own backend (`default_coref`, chosen on the held-out papers).
 
-The relations behind every score are written next to `--out` (`<out stem>/<setting>.jsonl.gz`,
-`dore.coref.io.write_relations`), so each re-scores from the gold file alone.
+The relations behind every score go to `--predictions` (`<setting>.<4ary|binary>.jsonl.gz`,
+`dore.coref.io.write_relations`), so each re-scores from the gold file alone; each chain's clusters
+and salient clusters to `--predictions`/chain/ (gzip `dore-coref/1` files).
 
 Splits: `held_out` = the last 30 documents of SciREX train (the recognizer's and the salience
 classifier's selection documents), `test` = all 66 documents of the official dev file.
@@ -32,6 +33,7 @@ classifier's selection documents), `test` = all 66 documents of the official dev
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import time
 from pathlib import Path
@@ -39,7 +41,7 @@ from pathlib import Path
 from dore.chain import blind, gold_mentions, recognize_backends, recognizer_dir, relate, relation_scores, run_chain
 from dore.config import PipelineParams, artifacts_dir
 from dore.coref.backends import Gold, resolve
-from dore.coref.io import write_relations, write_result
+from dore.coref.io import dumps_result, write_relations
 from dore.coref.salience import SalienceModel
 from dore.data.datasets import SPLITS, get_setting
 from dore.data.model import atomic_write_text
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--dore", help="SciREX 4-ary DORE model directory: relations on the test split")
     parser.add_argument("--dore-binary", help="SciREX binary DORE model directory (the paper's Table 4 binary model)")
+    parser.add_argument("--predictions", help="folder for the test split's clusters and relations "
+                                              "(default: <out folder>/end_to_end)")
     parser.add_argument("--splits", default="held_out,test", help="held_out, test or both")
     parser.add_argument("--limit", type=int, default=None, help="first N documents of each split")
     args = parser.parse_args()
@@ -67,7 +71,7 @@ def main() -> None:
     extractors = {kind: Extractor.from_pretrained(path) for kind, path in (("4ary", args.dore),
                                                                            ("binary", args.dore_binary)) if path}
     out_path = Path(args.out)
-    relations_dir = out_path.with_suffix("")
+    relations_dir = Path(args.predictions or out_path.parent / "end_to_end")
     record = {"setting": "end_to_end (mentions and clusters from the recognizer; salience: classifier, gold "
                          "oracle = gold_salient_oracle, or none)",
               "headline": f"test/{recognizer.default_coref}/salience-model" if extractors else None,
@@ -101,7 +105,7 @@ def main() -> None:
                                        clusters=clusters if backend == "learned" else None, clusters_from=backend)
             if name == "test":
                 for step, result in results.items():
-                    write_result(out_path.parent / "chain" / key.replace("/", "-") / f"{step}.jsonl", result)
+                    _write_gz(relations_dir / "chain" / key.replace("/", "-") / f"{step}.jsonl.gz", result)
                 if salience != "none":  # every cluster of a paper: the layout would drop most of them
                     seen = [blind(d, mentions.get(d.doc_id, ())) for d in gold]  # what the chain may read
                     chain["relations"] = _relations(gold, seen, results["salient"], extractors, relations_dir / key)
@@ -127,6 +131,14 @@ def _relations(gold, docs, result, extractors: dict, stem: Path) -> dict:
         out[kind] = {**relation_scores(gold, pred_docs, predictions, extractor.layout.arity),
                      "decode_seconds": round(time.perf_counter() - started, 1), "predictions": str(path)}
     return out
+
+
+def _write_gz(path: Path, result) -> None:
+    """A `dore-coref/1` file, gzip-compressed (`read_result` reads it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(gzip.compress(dumps_result(result).encode(), mtime=0))
+    tmp.replace(path)
 
 
 def _windows(recognizer: EntityRecognizer, gold) -> dict:
