@@ -63,7 +63,11 @@ def main() -> None:
                                               "(default: <out folder>/end_to_end)")
     parser.add_argument("--splits", default="held_out,test", help="held_out, test or both")
     parser.add_argument("--limit", type=int, default=None, help="first N documents of each split")
+    parser.add_argument("--table", action="store_true", help="only print the markdown table of an existing --out")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return
     params = PipelineParams(dataset="scirex", artifacts=args.artifacts)
     splits = get_setting("scirex").read_splits(SPLITS)
     recognizer = EntityRecognizer.from_pretrained(recognizer_dir(params))
@@ -118,6 +122,34 @@ def main() -> None:
         _save(out_path, record, name, out)
         print(name, json.dumps({k: _summary(v) for k, v in out.items() if isinstance(v, dict) and "setting" in v}),
               flush=True)
+    if "test" in record["splits"]:
+        atomic_write_text(relations_dir / "results.md", table(record))
+
+
+def table(record: dict) -> str:
+    """The test split as one markdown table: per chain, each stage's F1 and the relations' F1."""
+    test = record["splits"]["test"]
+    kinds = list(record.get("dore_models", {}))
+    head = ["chain (setting)", "mentions F1", "coref avg F1", "salient clusters F1"]
+    head += [f"{kind} {scorer} {n}" for kind in kinds for scorer in SCORE_KEYS
+             for n in (("2ary", "4ary") if kind == "4ary" else ("2ary",))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, chain in test.items():
+        if not isinstance(chain, dict) or "setting" not in chain:
+            continue
+        cells = [f"{key} ({chain['setting']})", _f1(chain.get("mentions")),
+                 _f1(chain.get("coref_quality"), "avg_f1"), _f1(chain.get("salient_clusters"))]
+        for kind in kinds:
+            relations = chain.get("relations", {}).get(kind)
+            for scorer in SCORE_KEYS:
+                for n in (("2ary", "4ary") if kind == "4ary" else ("2ary",)):
+                    cells.append(_f1(relations[scorer][n]) if relations else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _f1(scores: dict | None, key: str = "f1") -> str:
+    return f"{scores[key]:.2f}" if scores else "-"
 
 
 def _relations(gold, docs, result, extractors: dict, stem: Path) -> dict:

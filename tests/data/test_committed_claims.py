@@ -101,3 +101,30 @@ def flat(scores: dict, prefix: str = "") -> dict:
             out[f"{prefix}{key}"] = value
     return out
 
+
+
+SCIREX_CHAIN = EXPERIMENTS.parent / "artifacts" / "scirex" / "metrics_end_to_end.json"
+
+
+def test_the_committed_scirex_chain_rescores_to_its_numbers(shared_data):
+    """`artifacts/scirex/metrics_end_to_end.json`: the relations of every chain setting (gold input,
+    the gold-mention and oracle ablations, end to end), kept with `write_relations`, re-score from
+    the gold file alone to their committed `scirex_official` and `dore_micro` numbers."""
+    from dore.coref.compose import score_relations
+    from dore.coref.io import read_relations
+
+    record = json.loads(SCIREX_CHAIN.read_text())
+    test = record["splits"]["test"]
+    gold = get_setting("scirex").read_splits(("test",), root=shared_data)["test"]
+    assert test["documents"] == len(gold) == 66
+    rows = [(key, kind, relations) for key, chain in test.items() if isinstance(chain, dict)
+            for kind, relations in chain.get("relations", {}).items()]
+    headline = record["headline"].removeprefix("test/")
+    assert {"gold_input", headline} <= {key for key, _, _ in rows}
+    assert test[headline]["setting"] == "end_to_end"
+    for key, kind, relations in rows:
+        docs, predictions = read_relations(EXPERIMENTS.parent / relations["predictions"], gold)
+        assert {d.meta["coref"]["setting"] for d in docs} == {test[key]["setting"]}
+        rescored = score_relations(gold, docs, predictions, arity=4 if kind == "4ary" else 2)
+        for scorer in ("scirex_official", "dore_micro"):
+            assert flat(rescored[scorer]) == pytest.approx(flat(relations[scorer]), abs=1e-9), (key, kind, scorer)
