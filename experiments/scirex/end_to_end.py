@@ -33,6 +33,7 @@ classifier's selection documents), `test` = all 66 documents of the official dev
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import time
@@ -157,10 +158,12 @@ def _relations(gold, docs, result, extractors: dict, stem: Path) -> dict:
     against `gold`: scores, decode time and the predictions' file."""
     out = {}
     for kind, extractor in extractors.items():
-        started = time.perf_counter()
+        started, before = time.perf_counter(), dataclasses.replace(extractor.stats)
         pred_docs, predictions = relate(docs, result, extractor)
         path = write_relations(stem.with_name(f"{stem.name}.{kind}.jsonl.gz"), pred_docs, predictions)
-        out[kind] = {**relation_scores(gold, pred_docs, predictions, extractor.layout.arity),
+        cut = {k: getattr(extractor.stats, k) - getattr(before, k)  # what the input window and output budget cut
+               for k in ("documents", "truncated_inputs", "lost_entities", "outputs_cut")}
+        out[kind] = {**relation_scores(gold, pred_docs, predictions, extractor.layout.arity), **cut,
                      "decode_seconds": round(time.perf_counter() - started, 1), "predictions": str(path)}
     return out
 
