@@ -8,16 +8,19 @@ oracle, none) and is scored per stage:
 - coreference: MUC / B³ / CEAF-e of the clusters against the gold salient clusters;
 - salient clusters: P/R/F1 under the official mapping, after the salience step.
 
-With `--dore` (a SciREX DORE model directory; `--dore-binary` for the binary model), the test split
-also gets relations, under `scirex_official` (macro) and `dore_micro`, binary and 4-ary, in each
+With `--dore` (a SciREX DORE model directory; `--dore-binary` for the binary model), both splits
+also get relations, under `scirex_official` (macro) and `dore_micro`, binary and 4-ary, in each
 setting, from the most gold to none, so that the stage that loses most shows:
 
 - `gold_input`: the gold salient clusters;
 - `gold_mentions/<salience>`: string-match clusters over the gold NER mentions, salience by the
   classifier (`model`) or the gold oracle;
 - `<backend>/salience-oracle` = `gold_salient_oracle`: the recognizer's clusters filtered by gold salience;
-- `<backend>/salience-model` = `end_to_end`: nothing gold at test time; the headline is the
-  recognizer's own backend (`default_coref`, chosen on the held-out papers).
+- `<backend>/salience-model` and `<backend>/salience-recalibrated` = `end_to_end`: nothing gold at
+  test time; `recalibrated` is the salience classifier with its threshold chosen again on the
+  recognizer's clusters of the held-out papers (it was chosen on string-match clusters of their
+  gold NER). The headline is the end-to-end chain with the best held-out relations
+  (`_choose_headline`), so with `--splits held_out,test` nothing on test is chosen by test.
 
 The relations behind every score go to `--predictions` (`<setting>.<4ary|binary>.jsonl.gz`,
 `dore.coref.io.write_relations`), so each re-scores from the gold file alone; each chain's clusters
@@ -43,14 +46,14 @@ from dore.chain import blind, gold_mentions, recognize_backends, recognizer_dir,
 from dore.config import PipelineParams, artifacts_dir
 from dore.coref.backends import Gold, resolve
 from dore.coref.io import dumps_result, write_relations
-from dore.coref.salience import SalienceModel
+from dore.coref.salience import SalienceModel, apply_salience, salient_cluster_scores
+from dore.coref.salience_fit import SalienceConfig
 from dore.data.datasets import SPLITS, get_setting
 from dore.data.model import atomic_write_text
 from dore.entities import EntityRecognizer
 from dore.entities.coref import COREF_BACKENDS
 from dore.extract import Extractor
 
-SALIENCE = ("model", "oracle", "none")
 SCORE_KEYS = ("scirex_official", "dore_micro")
 
 
@@ -89,7 +92,8 @@ def main() -> None:
               "salience_model": salience_model.provenance.get("selected"),
               "dore_models": {kind: {"dir": str(path), "card": _card(path)} for kind, path in
                               (("4ary", args.dore), ("binary", args.dore_binary)) if path},
-              "splits": {}}
+              "salience_recalibrated": {}, "splits": {}}
+    recalibrated: dict[str, SalienceModel] = {}  # backend -> the classifier, its threshold chosen on held-out clusters
     for name, split in (("held_out", "dev"), ("test", "test")):
         if name not in args.splits.split(","):
             continue
@@ -99,23 +103,35 @@ def main() -> None:
         seconds = time.perf_counter() - started
         out: dict = {"documents": len(gold), "recognize_seconds": round(seconds, 1),
                      "windows": _windows(recognizer, gold)}
-        chains = [(f"{backend}/salience-{salience}", mentions, "predicted", salience, backend, clusters)
-                  for backend, (mentions, clusters) in predicted.items() for salience in SALIENCE]
+        chains = []
+        for backend, (mentions, clusters) in predicted.items():
+            clusters = clusters if backend == "learned" else None
+            if name == "held_out":
+                recalibrated[backend], record["salience_recalibrated"][backend] = _recalibrate(
+                    gold, mentions, clusters, backend, salience_model)
+            models = {"model": salience_model, "oracle": None, "none": None}
+            if backend in recalibrated:
+                models["recalibrated"] = recalibrated[backend]
+            chains += [(f"{backend}/salience-{salience}", mentions, "predicted", salience, model, backend, clusters)
+                       for salience, model in models.items()]
         if name == "test" and extractors:  # the gold-mention rows of the ablation
-            chains += [(f"gold_mentions/salience-{salience}", gold_mentions(gold), "gold", salience,
-                        "string-match", None) for salience in ("model", "oracle")]
-        for key, mentions, source, salience, backend, clusters in chains:
-            chain, results = run_chain(gold, mentions, mention_source=source, salience=salience,
-                                       salience_model=salience_model if salience == "model" else None,
-                                       clusters=clusters if backend == "learned" else None, clusters_from=backend)
+            chains += [(f"gold_mentions/salience-{salience}", gold_mentions(gold), "gold", salience, model,
+                        "string-match", None) for salience, model in (("model", salience_model), ("oracle", None))]
+        for key, mentions, source, salience, model, backend, clusters in chains:
+            chain, results = run_chain(gold, mentions, mention_source=source,
+                                       salience="model" if model is not None else salience, salience_model=model,
+                                       clusters=clusters, clusters_from=backend)
             if name == "test":
                 for step, result in results.items():
                     _write_gz(relations_dir / "chain" / key.replace("/", "-") / f"{step}.jsonl.gz", result)
-                if salience != "none":  # every cluster of a paper: the layout would drop most of them
-                    seen = [blind(d, mentions.get(d.doc_id, ())) for d in gold]  # what the chain may read
-                    chain["relations"] = _relations(gold, seen, results["salient"], extractors, relations_dir / key)
+            if salience != "none" and extractors:  # all clusters of a paper: the layout would drop most of them
+                seen = [blind(d, mentions.get(d.doc_id, ())) for d in gold]  # what the chain may read
+                stem = relations_dir / ("" if name == "test" else name) / key
+                chain["relations"] = _relations(gold, seen, results["salient"], extractors, stem)
             out[key] = chain
             _save(out_path, record, name, out)
+        if name == "held_out" and extractors:
+            record["headline"], record["headline_choice"] = _choose_headline(out)
         if name == "test" and extractors:
             gold_input = resolve(Gold(), gold)
             out["gold_input"] = {"setting": "gold_input", "relations": _relations(gold, gold, gold_input, extractors,
@@ -151,6 +167,38 @@ def table(record: dict) -> str:
 
 def _f1(scores: dict | None, key: str = "f1") -> str:
     return f"{scores[key]:.2f}" if scores else "-"
+
+
+def _recalibrate(gold, mentions, clusters, backend: str, model: SalienceModel) -> tuple[SalienceModel, dict]:
+    """The salience classifier with its threshold chosen again, on the recognizer's clusters of the
+    held-out papers (it was chosen on string-match clusters of their gold NER): the threshold with the
+    best salient-cluster F1 under the official mapping (ties: the lower)."""
+    _, results = run_chain(gold, mentions, mention_source="predicted", salience="none", clusters=clusters,
+                           clusters_from=backend)
+    seen = [blind(d, mentions.get(d.doc_id, ())) for d in gold]
+    tried = []
+    for threshold in SalienceConfig().thresholds:
+        candidate = model.model_copy(update={"threshold": threshold})
+        salient = apply_salience(seen, results["clusters"], candidate)
+        scores = salient_cluster_scores(gold, {d.doc_id: d.clusters for d in salient.docs})
+        tried.append({"threshold": threshold, "p": scores["p"], "r": scores["r"], "f1": scores["f1"]})
+    best = max(tried, key=lambda row: (row["f1"], -row["threshold"]))
+    return model.model_copy(update={"threshold": best["threshold"]}), {"selected": best, "tried": tried}
+
+
+def _choose_headline(held_out: dict) -> tuple[str, dict]:
+    """The end-to-end chain (coreference backend x salience threshold) with the best held-out relations:
+    the binary model's `dore_micro` binary F1 plus the 4-ary model's `dore_micro` 4-ary F1 (each model's
+    own target measure; a missing model counts 0). Decided on the held-out papers, before test is read."""
+    scores = {}
+    for key, chain in held_out.items():
+        if isinstance(chain, dict) and chain.get("setting") == "end_to_end" and "relations" in chain:
+            relations = chain["relations"]
+            scores[key] = sum(relations[kind]["dore_micro"][n]["f1"]
+                              for kind, n in (("binary", "2ary"), ("4ary", "4ary")) if kind in relations)
+    best = max(scores, key=scores.get)
+    return f"test/{best}", {"rule": "held-out dore_micro: binary model binary F1 + 4-ary model 4-ary F1",
+                            "held_out": scores}
 
 
 def _relations(gold, docs, result, extractors: dict, stem: Path) -> dict:
