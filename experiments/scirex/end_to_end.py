@@ -117,13 +117,17 @@ def main() -> None:
         if name == "test" and extractors:  # the gold-mention rows of the ablation
             chains += [(f"gold_mentions/salience-{salience}", gold_mentions(gold), "gold", salience, model,
                         "string-match", None) for salience, model in (("model", salience_model), ("oracle", None))]
+        first = {}  # (mentions, backend) -> its first chain
+        for key, _mentions, source, *_, backend, _clusters in chains:
+            first.setdefault((source, backend), key)
         for key, mentions, source, salience, model, backend, clusters in chains:
             chain, results = run_chain(gold, mentions, mention_source=source,
                                        salience="model" if model is not None else salience, salience_model=model,
                                        clusters=clusters, clusters_from=backend)
-            if name == "test":
+            if name == "test":  # each clustering once (with the backend's first chain), each salient set once
                 for step, result in results.items():
-                    _write_gz(relations_dir / "chain" / key.replace("/", "-") / f"{step}.jsonl.gz", result)
+                    if (step == "salient" and salience != "none") or (step == "clusters" and key == first[source, backend]):
+                        _write_gz(relations_dir / "chain" / key.replace("/", "-") / f"{step}.jsonl.gz", result)
             if salience != "none" and extractors:  # all clusters of a paper: the layout would drop most of them
                 seen = [blind(d, mentions.get(d.doc_id, ())) for d in gold]  # what the chain may read
                 stem = relations_dir / ("" if name == "test" else name) / key
