@@ -93,6 +93,7 @@ def main() -> None:
               "dore_models": {kind: {"dir": str(path), "card": _card(path)} for kind, path in
                               (("4ary", args.dore), ("binary", args.dore_binary)) if path},
               "salience_recalibrated": {}, "splits": {}}
+    record["budget"] = budget(record)
     recalibrated: dict[str, SalienceModel] = {}  # backend -> the classifier, its threshold chosen on held-out clusters
     for name, split in (("held_out", "dev"), ("test", "test")):
         if name not in args.splits.split(","):
@@ -126,7 +127,8 @@ def main() -> None:
                                        clusters=clusters, clusters_from=backend)
             if name == "test":  # each clustering once (with the backend's first chain), each salient set once
                 for step, result in results.items():
-                    if (step == "salient" and salience != "none") or (step == "clusters" and key == first[source, backend]):
+                    first_chain = key == first[source, backend]
+                    if (step == "salient" and salience != "none") or (step == "clusters" and first_chain):
                         _write_gz(relations_dir / "chain" / key.replace("/", "-") / f"{step}.jsonl.gz", result)
             if salience != "none" and extractors:  # all clusters of a paper: the layout would drop most of them
                 seen = [blind(d, mentions.get(d.doc_id, ())) for d in gold]  # what the chain may read
@@ -239,6 +241,19 @@ def _windows(recognizer: EntityRecognizer, gold) -> dict:
             "max": max(len(w.ids) for w in windows),
             "pieces_mean": round(sum(w.n_pieces for w in windows) / len(windows), 1),
             "every_piece_read": covered, "words_cut": 0}
+
+
+def budget(record: dict) -> dict:
+    """Training wall time of each trained stage (dev evaluation included), from their own summaries:
+    the recognizer's and each DORE model's (the salience classifier is a logistic regression: seconds)."""
+    recognizer = _card(record["recognizer"]["dir"])
+    params = record["recognizer"].get("params") or {}
+    out = {"recognizer": {"steps": recognizer.get("steps"), "seconds": recognizer.get("seconds"),
+                          "max_minutes": params.get("train", {}).get("max_minutes")}}
+    for kind, model in record.get("dore_models", {}).items():
+        out[f"dore_{kind}"] = {k: model["card"].get(k) for k in ("steps", "seconds", "lineage_seconds")}
+    out["total_minutes"] = round(sum(v.get("lineage_seconds") or v.get("seconds") or 0 for v in out.values()) / 60, 1)
+    return out
 
 
 def _card(model_dir: str) -> dict:
