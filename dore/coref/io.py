@@ -79,8 +79,9 @@ def write_relations(path: str | os.PathLike, pred_docs: Sequence[Document], pred
     entities (id, type, mentions as `[start, end, NER type]`), the clusters the layout dropped and its
     relations (`[entity indices, label]`). Written atomically; identical runs give identical bytes."""
     settings = {d.meta["coref"]["setting"] for d in pred_docs}
-    header = {"format": RELATIONS_FORMAT, "setting": settings.pop() if len(settings) == 1 else sorted(settings)}
-    lines = [header]
+    if len(settings) != 1:  # one file, one setting: the scorer maps clusters by it
+        raise DataError(f"relations of one setting expected, got {sorted(settings)}", file=path, field="setting")
+    lines = [{"format": RELATIONS_FORMAT, "setting": settings.pop()}]
     for doc in sorted(pred_docs, key=lambda d: d.doc_id):
         lines.append({"doc_id": doc.doc_id, "backend": doc.meta["coref"]["backend"],
                       "dropped_clusters": doc.meta["coref"]["dropped_clusters"],
