@@ -95,15 +95,11 @@ def fit_salience(train_docs: Sequence[Document], heldout_docs: Sequence[Document
         regression.fit((x - scaler.mean_) / scale, y)
         model = SalienceModel(mean=scaler.mean_.tolist(), scale=scale.tolist(), coef=regression.coef_[0].tolist(),
                               intercept=float(regression.intercept_[0]), threshold=0.5)
-        probabilities = {doc_id: model.probabilities(f) if len(f) else np.zeros(0)
-                         for doc_id, f in heldout_features.items()}
-        for threshold in config.thresholds:
-            kept = {doc_id: [cl for cl, p in zip(candidates[doc_id][0], probabilities[doc_id]) if p >= threshold]
-                    for doc_id in candidates}
-            scores = salient_cluster_scores(heldout_docs, kept)
-            tried.append({"c": c, "threshold": threshold, "p": scores["p"], "r": scores["r"], "f1": scores["f1"]})
-            if best is None or scores["f1"] > best[0]["f1"]:
-                best = (tried[-1], model.model_copy(update={"threshold": threshold}))
+        model, tried_c = select_threshold(model, heldout_docs, candidates, heldout_features, config.thresholds)
+        tried += [{"c": c, **row} for row in tried_c]
+        selected_c = {"c": c, **max(tried_c, key=lambda row: row["f1"])}
+        if best is None or selected_c["f1"] > best[0]["f1"]:
+            best = (selected_c, model)
     assert best is not None
     selected, model = best
     report = {"train_docs": len(train_docs), "heldout_docs": len(heldout_docs), "examples": int(len(y)),
@@ -111,3 +107,21 @@ def fit_salience(train_docs: Sequence[Document], heldout_docs: Sequence[Document
               "heldout_f1_per_c": {str(c): max(t["f1"] for t in tried if t["c"] == c) for c in config.c_grid}}
     model = model.model_copy(update={"provenance": {"config": config.model_dump(mode="json"), **report}})
     return model, report
+
+
+def select_threshold(model: SalienceModel, gold_docs: Sequence[Document],
+                     candidates: Mapping[str, tuple[Sequence[Sequence[Span]], Sequence[str | None]]],
+                     features: Mapping[str, np.ndarray], thresholds: Sequence[float]
+                     ) -> tuple[SalienceModel, list[dict]]:
+    """`model` with the threshold whose kept candidates (doc_id -> clusters, types; `features` their
+    `cluster_features`) score the best salient-cluster F1 against `gold_docs` (ties: the first tried),
+    and the P/R/F1 of every threshold."""
+    probabilities = {doc_id: model.probabilities(f) if len(f) else np.zeros(0) for doc_id, f in features.items()}
+    tried = []
+    for threshold in thresholds:
+        kept = {doc_id: [cl for cl, p in zip(candidates[doc_id][0], probabilities[doc_id]) if p >= threshold]
+                for doc_id in candidates}
+        scores = salient_cluster_scores(gold_docs, kept)
+        tried.append({"threshold": threshold, "p": scores["p"], "r": scores["r"], "f1": scores["f1"]})
+    best = max(tried, key=lambda row: row["f1"])  # the first of equals
+    return model.model_copy(update={"threshold": best["threshold"]}), tried

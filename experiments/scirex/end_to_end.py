@@ -46,8 +46,8 @@ from dore.chain import blind, gold_mentions, recognize_backends, recognizer_dir,
 from dore.config import PipelineParams, artifacts_dir
 from dore.coref.backends import Gold, resolve
 from dore.coref.io import dumps_result, write_relations
-from dore.coref.salience import SalienceModel, apply_salience, salient_cluster_scores
-from dore.coref.salience_fit import SalienceConfig
+from dore.coref.salience import SalienceModel, cluster_features
+from dore.coref.salience_fit import SalienceConfig, select_threshold
 from dore.data.datasets import SPLITS, get_setting
 from dore.data.model import atomic_write_text
 from dore.entities import EntityRecognizer
@@ -181,15 +181,11 @@ def _recalibrate(gold, mentions, clusters, backend: str, model: SalienceModel) -
     best salient-cluster F1 under the official mapping (ties: the lower)."""
     _, results = run_chain(gold, mentions, mention_source="predicted", salience="none", clusters=clusters,
                            clusters_from=backend)
-    seen = [blind(d, mentions.get(d.doc_id, ())) for d in gold]
-    tried = []
-    for threshold in SalienceConfig().thresholds:
-        candidate = model.model_copy(update={"threshold": threshold})
-        salient = apply_salience(seen, results["clusters"], candidate)
-        scores = salient_cluster_scores(gold, {d.doc_id: d.clusters for d in salient.docs})
-        tried.append({"threshold": threshold, "p": scores["p"], "r": scores["r"], "f1": scores["f1"]})
-    best = max(tried, key=lambda row: (row["f1"], -row["threshold"]))
-    return model.model_copy(update={"threshold": best["threshold"]}), {"selected": best, "tried": tried}
+    seen = {d.doc_id: blind(d, mentions.get(d.doc_id, ())) for d in gold}  # features read what the chain may read
+    candidates = {c.doc_id: (c.clusters, c.types) for c in results["clusters"].docs}
+    features = {doc_id: cluster_features(seen[doc_id], *candidates[doc_id]) for doc_id in candidates}
+    model, tried = select_threshold(model, gold, candidates, features, SalienceConfig().thresholds)
+    return model, {"selected": next(row for row in tried if row["threshold"] == model.threshold), "tried": tried}
 
 
 def _choose_headline(held_out: dict) -> tuple[str, dict]:
