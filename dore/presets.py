@@ -33,27 +33,25 @@ EMBEDDED: dict[str, Any] = {
     "train": {"epochs": 4, "max_minutes": 8.0, "mixed_precision": "no",
               "log_every_steps": 2},  # enough points for the loss plot
 }
-# Re-DocRED's best measured switches for the embedded budget (the comment on "docred" below): entity
-# symbols and pair-aware relation logits, no sampled negatives.
+# The best measured training recipe of each dataset (issue #13): the switches only, budgets and subsets
+# being a preset's. `dore train` without options starts from it, and every embedded section uses it.
+# Binary settings (Re-DocRED, measured on its 50 held-out dev documents): entity symbols (18.66 vs 6.44 dev
+# F1 for the paper's dynamic negatives at 226 steps), pair-aware relation logits (+2.34) and, with them,
+# no sampled negatives (+2.82 over random 10 %): experiments/results.md, experiments/levers/. The
+# 90-minute recipe adds a classifier teacher, a second command (README, "Budgeted runs").
 BINARY_RECIPE: dict[str, Any] = {"sampling": "none", "entity_embeddings": True, "pair_logits": True}
-# SciREX documents average ~5,500 words: MiniLM (512 positions) reads them in 512-token windows
-# whose states are concatenated for the decoder (Fusion-in-Decoder), up to 8 windows.
+# SciREX (experiments/scirex/gold-input-30min, on the 30 held-out training papers): entity symbols,
+# random 10 % negatives and one 512-piece window (held-out binary 74.04 against 73.31 for 8 windows at the
+# same 30 minutes). Its 4-ary tuples have no pair term.
+SCIREX_RECIPE: dict[str, Any] = {"sampling": "random:0.1", "entity_embeddings": True, "max_source_length": 512}
+RECIPES: dict[str, dict[str, Any]] = {"docred": BINARY_RECIPE, "cdr": BINARY_RECIPE, "gda": BINARY_RECIPE,
+                                      "scirex": SCIREX_RECIPE, "scirex-binary": SCIREX_RECIPE}
 EMBEDDED_BY_DATASET: dict[str, dict[str, Any]] = {
-    "scirex": {"train": {"chunk_length": 512, "max_source_length": 4096}},
-    "scirex-binary": {"train": {"chunk_length": 512, "max_source_length": 4096}},
-    # Re-DocRED: the best recipe measured on dev (README, Training: entity symbols and random 10 %
-    # negatives beat the paper's dynamic negatives 18.66 / 12.67 vs 6.44 dev F1 at 226 steps), on
-    # all 450 training documents; 260 steps (~9.5 min on 2 cores; 120 steps gave test F1 21.57 on the
-    # first 50 documents) with the schedule decaying over them, `max_minutes` a guard so the whole
-    # job stays within 15 minutes; the NA bias (positive: answer NA more often) chosen on dev.
-    # Pair-aware relation logits: +2.34 dev F1 over that base at 226 steps (experiments/levers); with
-    # them, no sampled negatives beat random 10 % by +2.82 dev F1 (26.00 vs 23.18, experiments/levers).
+    # Re-DocRED on all 450 training documents; 260 steps (~9.5 min on 2 cores; 120 steps gave test F1
+    # 21.57 on the first 50 documents) with the schedule decaying over them, `max_minutes` a guard so the
+    # whole job stays within 15 minutes; the NA bias (positive: answer NA more often) chosen on dev.
     "docred": {"limit_train": None, "tune_na_biases": [2.0, 1.0, 0.0, -1.0],
-               "train": {**BINARY_RECIPE, "max_steps": 260, "epochs": 3, "max_minutes": 10.5}},
-    # The other binary settings take the same switches (issue #13: the best measured recipe wherever it
-    # applies); their small subsets and 8-minute guard stay. SciREX's 4-ary tuples have no pair term.
-    "cdr": {"train": BINARY_RECIPE},
-    "gda": {"train": BINARY_RECIPE},
+               "train": {"max_steps": 260, "epochs": 3, "max_minutes": 10.5}},
 }
 
 # Table 7 of the paper (appendix A.3), read column by column. Where it is silent: BioBART is the
@@ -126,7 +124,7 @@ def preset_values(preset: Preset, dataset: str) -> dict[str, Any]:
     if dataset not in SETTINGS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(SETTINGS)}")
     if preset == "embedded":
-        values = merge(EMBEDDED, EMBEDDED_BY_DATASET.get(dataset))
+        values = merge(merge(EMBEDDED, {"train": RECIPES[dataset]}), EMBEDDED_BY_DATASET.get(dataset))
         if dataset in EMBEDDED_RECOGNIZER:  # the main job's model also reads plain text
             values["entities"] = entity_params(EMBEDDED_RECOGNIZER[dataset]).model_dump(
                 mode="json", exclude={"dataset", "artifacts"})

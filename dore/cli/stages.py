@@ -19,7 +19,7 @@ from dore.config import PipelineParams, artifacts_dir
 from dore.experiments import main as experiments_main
 from dore.joint import evaluate_joint
 from dore.model.backbone import check_backbone
-from dore.presets import load_section, merge, preset_values
+from dore.presets import RECIPES, load_section, merge, preset_values
 from dore.training.loop import processes
 
 
@@ -31,9 +31,16 @@ def train(
     limit_train: LimitOpt = None, limit_dev: LimitOpt = None, limit_test: LimitOpt = None,
     method: Annotated[str, typer.Option(help="dore | lexical | classifier (the baselines)")] = "dore",
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = True,
+    recipe: Annotated[str, typer.Option(help="best: DORE starts from the dataset's best measured switches "
+                                             "(dore.presets.RECIPES), which options override | plain: "
+                                             "TrainConfig's defaults, the paper's dynamic negatives")] = "best",
     **train_options,
 ):
     """Stage train: fine-tune on the setting's train split, select on dev (never test)."""
+    if recipe not in ("best", "plain"):
+        raise typer.BadParameter(f"{recipe!r}; choose best or plain", param_hint="--recipe")
+    if recipe == "best" and method == "dore":
+        train_options = {**RECIPES[dataset], **{k: v for k, v in train_options.items() if v is not None}}
     params = run_params(dataset, artifacts, limit_train, limit_dev, limit_test, **train_options)
     summary = stages.train(params, method=method, resume=resume)  # converts the splits first if needed
     if not processes().is_main_process:  # torchrun / accelerate launch: the main process reports

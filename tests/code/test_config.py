@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from dore import stages
 from dore.cli import app
 from dore.config import PipelineParams, TrainConfig
-from dore.presets import load_section
+from dore.presets import RECIPES, load_section, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -49,6 +49,34 @@ def test_the_options_reach_the_config(monkeypatch, tmp_path):
     cfg = seen["params"].train
     assert (cfg.lr, cfg.sampling, cfg.entity_embeddings, cfg.mode) == (0.003, "random:0.2", True, "sequence")
     assert cfg.lr_new == TrainConfig().lr_new and seen["method"] == "classifier"  # unset: the config's default
+
+
+def _trained_config(monkeypatch, tmp_path, *args: str) -> TrainConfig:
+    """The `TrainConfig` `dore train ARGS` hands the train stage (which does not run)."""
+    seen = {}
+    monkeypatch.setattr(stages, "train", lambda params, **kw: seen.update(params=params) or
+                        {"steps": 0, "best_dev": None})
+    result = runner.invoke(app, ["train", "--artifacts", str(tmp_path / str(len(list(tmp_path.iterdir())))), *args])
+    assert result.exit_code == 0, result.output
+    return seen["params"].train
+
+
+def test_dore_train_without_options_uses_the_datasets_best_recipe(monkeypatch, tmp_path):
+    docred = _trained_config(monkeypatch, tmp_path)
+    assert (docred.sampling, docred.entity_embeddings, docred.pair_logits) == ("none", True, True)
+    assert RECIPES["docred"] == {"sampling": "none", "entity_embeddings": True, "pair_logits": True}
+    scirex = _trained_config(monkeypatch, tmp_path, "--dataset", "scirex")  # 4-ary: no pair term
+    assert (scirex.sampling, scirex.entity_embeddings, scirex.pair_logits, scirex.max_source_length) == (
+        "random:0.1", True, False, 512)
+    # an option overrides one switch and keeps the others; `plain` and the baselines take none of them
+    mine = _trained_config(monkeypatch, tmp_path, "--sampling", "random:0.1")
+    assert (mine.sampling, mine.entity_embeddings, mine.pair_logits) == ("random:0.1", True, True)
+    assert _trained_config(monkeypatch, tmp_path, "--recipe", "plain") == TrainConfig()
+    assert _trained_config(monkeypatch, tmp_path, "--method", "classifier") == TrainConfig()
+    # the embedded preset (params.yaml, the main job, the flows' defaults) trains each dataset with it
+    for dataset, recipe in RECIPES.items():
+        embedded = resolve("embedded", dataset).train.model_dump()
+        assert {k: embedded[k] for k in recipe} == recipe, dataset
 
 
 def test_defaults_live_in_the_config_only():

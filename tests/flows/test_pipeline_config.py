@@ -136,3 +136,23 @@ def test_cli_stage_and_data_import_refuse_bad_input(tmp_path):
     assert unknown.exit_code == 2 and "'fit'; choose one of" in unknown.output
     no_mirror = runner.invoke(app, ["data", "import", "--source", str(tmp_path / "no"), "--dest", str(tmp_path / "d")])
     assert no_mirror.exit_code == 1 and "no complete data mirror" in no_mirror.output
+
+
+def test_the_full_budget_scirex_run_is_recorded_by_its_own_dvc_lock():
+    """experiments/scirex/dvc.yaml: the measured chain (recognizer, salience, both DORE models, the chain)
+    as DVC stages; its dvc.lock records the committed outputs, byte for byte."""
+    from dvc.repo import Repo
+
+    pipeline = REPO / "experiments" / "scirex"
+    with Repo(str(REPO)) as repo:
+        stages = {s.name: s for s in repo.index.stages if s.path == str(pipeline / "dvc.yaml")}
+    assert set(stages) == {"recognizer", "salience", "dore-4ary", "dore-binary", "end-to-end"}
+    chain = stages["end-to-end"]
+    assert {str(Path(d.def_path)) for d in chain.deps} >= {o.def_path for s in ("recognizer", "dore-4ary", "dore-binary")
+                                                           for o in stages[s].outs if o.use_cache}
+    lock = yaml.safe_load((pipeline / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(stages) and all(entry["outs"] for entry in lock.values())
+    assert "--max-minutes 45" in lock["recognizer"]["cmd"] and "--max-minutes 30" in lock["dore-4ary"]["cmd"]
+    recorded = {o["path"]: o["md5"] for o in lock["end-to-end"]["outs"]}
+    committed = REPO / "artifacts" / "scirex" / "metrics_end_to_end.json"
+    assert recorded["artifacts/scirex/metrics_end_to_end.json"] == hashlib.md5(committed.read_bytes()).hexdigest()
