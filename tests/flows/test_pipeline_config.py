@@ -156,3 +156,15 @@ def test_the_full_budget_scirex_run_is_recorded_by_its_own_dvc_lock():
     recorded = {o["path"]: o["md5"] for o in lock["end-to-end"]["outs"]}
     committed = REPO / "artifacts" / "scirex" / "metrics_end_to_end.json"
     assert recorded["artifacts/scirex/metrics_end_to_end.json"] == hashlib.md5(committed.read_bytes()).hexdigest()
+
+
+def test_every_dvc_stage_writes_under_artifacts_never_the_latest_run():
+    """A stage command without `--artifacts artifacts` would read the newest run under runs/ (or, on a
+    fresh clone, find none and fail): each one names DVC's output root, or is `dore stage`, which does."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        commands = {s.addressing: s.cmd for s in repo.index.stages if s.path == str(REPO / "dvc.yaml")}
+    assert commands and all(cmd.startswith("dore ") for cmd in commands.values())
+    loose = {a: c for a, c in commands.items() if not c.startswith("dore stage ") and "--artifacts artifacts" not in c}
+    assert not loose
