@@ -30,6 +30,7 @@ from dore.decoding.generate import generate_rows, generate_sequence
 from dore.entities import EntityRecognizer
 from dore.entities.recognizer import CONFIG_FILE as RECOGNIZER_CONFIG
 from dore.model.backbone import Backbone, load_trained
+from dore.model.entities import of as entities_of
 from dore.model.entities import set_relation_logits
 from dore.model.inputs import encode_document, pad_batch
 from dore.model.quantize import quantize_int8
@@ -203,10 +204,18 @@ class Extractor:
         return [TextExtraction(doc, rels, dropped) for (doc, dropped), rels in zip(prepared, relations)]
 
     @torch.no_grad()
+    def check_decoding(self, cfg: DecodingConfig) -> None:
+        """Refuse, before any decoding, what this model cannot decode: beam search runs through HF
+        generate, which does not know a model's entity table (entity symbols decode greedily)."""
+        if cfg.num_beams > 1 and entities_of(self.backbone.model) is not None:
+            raise DataError("a model with entity symbols decodes greedily (the symbol head); beam search "
+                            "needs a model trained with --recipe plain", field="num_beams")
+
     def generate(self, docs: Sequence[Document], decoding: DecodingConfig | None = None):
         """Per document: (assignment, encoded input ids, its generated rows or sequence as
         `Decoded`, NA tuples included), before parsing. Each batch is encoded once."""
         cfg = decoding or self.decoding
+        self.check_decoding(cfg)
         self.backbone.model.eval()
         out = []
         progress = Progress(len(docs), desc="extract", unit="doc", enabled=len(docs) > cfg.batch_docs)

@@ -247,6 +247,7 @@ def tune_decoding(params: PipelineParams, na_biases: Sequence[float] = (0.0, -1.
     selection metric is dev F1."""
     out = artifacts_dir(params)
     extractor = Extractor.from_pretrained(out / "model")
+    extractor.check_decoding(extractor.decoding.model_copy(update={"num_beams": params.num_beams}))
     dev_docs, train_docs = load_split(params, "dev"), load_split(params, "train")
 
     def dev_f1(**decoding) -> dict:

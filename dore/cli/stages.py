@@ -17,7 +17,6 @@ from dore.cli.base import (ArtifactsOpt, Dataset, DatasetOpt, LatestOpt, LimitOp
                            rows_table, run_params, with_train_options)
 from dore.config import PipelineParams, artifacts_dir
 from dore.experiments import main as experiments_main
-from dore.extract import MODEL_CARD
 from dore.joint import evaluate_joint
 from dore.model.backbone import check_backbone
 from dore.presets import RECIPES, load_section, merge, preset_values
@@ -78,7 +77,6 @@ def tune(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
             raise typer.BadParameter(f"not a comma-separated list of numbers: {text!r}") from None
 
     params = run_params(dataset, artifacts, run="latest").model_copy(update={"num_beams": num_beams})
-    _refuse_beams_with_entity_symbols(params)
     tuned = stages.tune_decoding(params, na_biases=floats(na_biases), eos_biases=floats(eos_biases),
                                  length_penalties=floats(length_penalties))
     columns = ("na_bias", "eos_bias", "num_beams", "length_penalty", "f1", "ign_f1", "p", "r")
@@ -88,16 +86,6 @@ def tune(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
     console.print(table)
 
 
-def _refuse_beams_with_entity_symbols(params: PipelineParams) -> None:
-    """Beam search runs through HF generate, which does not know a model's entity table: say so
-    before any decoding (the model card holds the switches it was trained with)."""
-    card = artifacts_dir(params) / "model" / MODEL_CARD
-    if params.num_beams > 1 and card.is_file() and json.loads(card.read_text()).get("preset", {}).get(
-            "entity_embeddings"):
-        raise typer.BadParameter(f"{card.parent} has entity symbols, which decode greedily (the symbol head); "
-                                 "beam search needs a model trained with --recipe plain", param_hint="--num-beams")
-
-
 @app.command()
 def evaluate(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
              split: Annotated[str, typer.Option(help="dev | test")] = "test",
@@ -105,7 +93,6 @@ def evaluate(dataset: DatasetOpt = "docred", artifacts: RunOpt = None,
     """Stage evaluate: the selected model on a split, with the dataset's official scorer."""
 
     params = run_params(dataset, artifacts, run="latest").model_copy(update={"num_beams": num_beams})
-    _refuse_beams_with_entity_symbols(params)
     record = stages.evaluate(params, split)
     console.print(rows_table(f"{dataset} {split} [{record['scorer']}] ({record['setting']})",
                              {k: v for k, v in record.items() if isinstance(v, (int, float))}))
